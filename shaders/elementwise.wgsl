@@ -1,0 +1,94 @@
+// Elementwise kernels, one invocation per element. Which function is applied is a uniform
+// `op` code, so one pipeline serves every map of the same arity (the branch is uniform and
+// costs nothing next to the memory traffic).
+//
+// unary   y = f(x):        0 copy, 1 affine (a*x + b), 2 ReLU, 3 GELU, 4 exp, 5 log, 6 sqrt,
+//                          7 reciprocal, 8 tanh
+// binary  y = f(x, z):     0 add, 1 sub, 2 mul, 3 div,
+//                          4 ReLU backward (x = grad, z = input), 5 GELU backward (same),
+//                          6 tanh backward (x = grad, z = output)
+// bias    y = x + z[i % inner]   (z broadcast along the last axis)
+// fill    y = a
+
+struct Params {
+    n: u32, op: u32, inner: u32, _pad: u32,
+    a: f32, b: f32, _pad1: f32, _pad2: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+override WG: u32 = 256u;
+
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid.x;
+}
+
+fn unary_op(op: u32, x: f32) -> f32 {
+    switch op {
+        case 0u: { return x; }
+        case 1u: { return p.a * x + p.b; }
+        case 2u: { return max(x, 0.0); }
+        case 3u: { return gelu(x); }
+        case 4u: { return exp(x); }
+        case 5u: { return log(x); }
+        case 6u: { return sqrt(x); }
+        case 7u: { return 1.0 / x; }
+        case 8u: { return tanh(x); }
+        default: { return x; }
+    }
+}
+
+fn binary_op(op: u32, x: f32, z: f32) -> f32 {
+    switch op {
+        case 0u: { return x + z; }
+        case 1u: { return x - z; }
+        case 2u: { return x * z; }
+        case 3u: { return x / z; }
+        case 4u: { return select(0.0, x, z > 0.0); }
+        case 5u: { return x * gelu_grad(z); }
+        case 6u: { return x * (1.0 - z * z); }
+        default: { return x; }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wid, nwg, lid);
+    if (i < p.n) {
+        y[i] = unary_op(p.op, x[i]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wid, nwg, lid);
+    if (i < p.n) {
+        y[i] = p.a;
+    }
+}
+
+// Binary kernels read a second operand at binding 3.
+@group(0) @binding(3) var<storage, read> z: array<f32>;
+
+@compute @workgroup_size(WG)
+fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wid, nwg, lid);
+    if (i < p.n) {
+        y[i] = binary_op(p.op, x[i], z[i]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn bias_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wid, nwg, lid);
+    if (i < p.n) {
+        y[i] = x[i] + z[i % p.inner];
+    }
+}

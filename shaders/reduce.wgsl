@@ -1,0 +1,129 @@
+// Reductions along one axis of a tensor seen as [outer, axis, inner], and their backward
+// kernels. One workgroup per output element: invocations stride over the axis, then combine in
+// workgroup memory, so a long axis (a full sum) still uses WG invocations.
+//
+// reduce   y[o, i] = sum | mean | max over k of x[o, k, i]       (op 0, 1, 2)
+// argmax   y[o, i] = max, idx[o, i] = first k reaching it
+// spread   dx[o, k, i] = scale * g[o, i]                          (sum and mean backward)
+// pick     dx[o, k, i] = (k == idx[o, i]) ? g[o, i] : 0            (max backward)
+
+struct Params {
+    outer: u32, axis: u32, inner: u32, op: u32,
+    scale: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+// A power of two, at most WG_MAX.
+override WG: u32 = 64u;
+const WG_MAX: u32 = 256u;
+
+var<workgroup> sh_val: array<f32, WG_MAX>;
+var<workgroup> sh_idx: array<u32, WG_MAX>;
+
+fn output_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+@compute @workgroup_size(WG)
+fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let out = output_index(wid, nwg);
+    let valid = out < p.outer * p.inner;
+    let o = out / p.inner;
+    let i = out % p.inner;
+    let is_max = p.op == 2u;
+    var acc = select(0.0, -3.4028235e38, is_max);
+    if (valid) {
+        for (var k = lid.x; k < p.axis; k += WG) {
+            let v = x[(o * p.axis + k) * p.inner + i];
+            acc = select(acc + v, max(acc, v), is_max);
+        }
+    }
+    sh_val[lid.x] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid.x < s) {
+            let other = sh_val[lid.x + s];
+            sh_val[lid.x] = select(sh_val[lid.x] + other, max(sh_val[lid.x], other), is_max);
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u && valid) {
+        y[out] = select(sh_val[0], sh_val[0] / f32(p.axis), p.op == 1u);
+    }
+}
+
+@group(0) @binding(3) var<storage, read_write> idx: array<u32>;
+
+@compute @workgroup_size(WG)
+fn argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let out = output_index(wid, nwg);
+    let valid = out < p.outer * p.inner;
+    let o = out / p.inner;
+    let i = out % p.inner;
+    var best = -3.4028235e38;
+    var best_k = 0xffffffffu;
+    if (valid) {
+        for (var k = lid.x; k < p.axis; k += WG) {
+            let v = x[(o * p.axis + k) * p.inner + i];
+            // Strictly greater: each invocation keeps its first maximum.
+            if (v > best || best_k == 0xffffffffu) {
+                best = v;
+                best_k = k;
+            }
+        }
+    }
+    sh_val[lid.x] = best;
+    sh_idx[lid.x] = best_k;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid.x < s) {
+            let v = sh_val[lid.x + s];
+            let k = sh_idx[lid.x + s];
+            let mine = sh_idx[lid.x];
+            // Ties go to the smaller index, as in PyTorch and NumPy.
+            if (k != 0xffffffffu && (mine == 0xffffffffu || v > sh_val[lid.x] || (v == sh_val[lid.x] && k < mine))) {
+                sh_val[lid.x] = v;
+                sh_idx[lid.x] = k;
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u && valid) {
+        y[out] = sh_val[0];
+        idx[out] = sh_idx[0];
+    }
+}
+
+// Backward kernels: one invocation per element of dx. `pick` reads the argmax indices from
+// the `idx` binding above.
+
+fn dx_element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid.x;
+}
+
+@compute @workgroup_size(WG)
+fn spread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = dx_element(wid, nwg, lid);
+    if (e >= p.outer * p.axis * p.inner) { return; }
+    let i = e % p.inner;
+    let o = e / (p.axis * p.inner);
+    y[e] = p.scale * x[o * p.inner + i];
+}
+
+@compute @workgroup_size(WG)
+fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = dx_element(wid, nwg, lid);
+    if (e >= p.outer * p.axis * p.inner) { return; }
+    let i = e % p.inner;
+    let k = (e / p.inner) % p.axis;
+    let o = e / (p.axis * p.inner);
+    let oi = o * p.inner + i;
+    y[e] = select(0.0, x[oi], idx[oi] == k);
+}

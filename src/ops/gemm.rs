@@ -1,0 +1,416 @@
+//! GEMM (`shaders/gemm.wgsl`): `C = alpha * op(A) op(B) + beta * C0 (+ bias)`, then ReLU or
+//! GELU, batched, with any combination of transposes, and its backward rule.
+
+use super::u32_len;
+use crate::autograd::{grad_enabled, record};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource};
+use crate::ops::elementwise::{binary_raw, Binary};
+use crate::tensor::{DType, Tensor};
+use std::sync::Mutex;
+
+/// The GEMM template (the 1 x 1 block kernel); [`shader`] unrolls it for a tiling.
+const TEMPLATE: &str = include_str!("../../shaders/gemm.wgsl");
+const ERF: &str = include_str!("../../shaders/common/erf.wgsl");
+
+/// Activation applied in the GEMM's epilogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    Gelu,
+}
+
+/// Options of [`Tensor::gemm`]; `Default` is a plain `A B`.
+#[derive(Debug, Clone, Default)]
+pub struct GemmOptions {
+    /// Use `A^T` (A stored as `[.., K, M]`).
+    pub trans_a: bool,
+    /// Use `B^T` (B stored as `[.., N, K]`).
+    pub trans_b: bool,
+    /// Scale of the product (1 when `None`).
+    pub alpha: Option<f32>,
+    /// `(beta, C0)`: adds `beta * C0` (C0 has the output's shape).
+    pub accumulate: Option<(f32, Tensor)>,
+    /// Added to every row (shape `[N]`).
+    pub bias: Option<Tensor>,
+    pub activation: Activation,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_sm: u32,
+    a_sk: u32,
+    b_sk: u32,
+    b_sn: u32,
+    a_sb: u32,
+    b_sb: u32,
+    c_sb: u32,
+    act: u32,
+    alpha: f32,
+    beta: f32,
+    has_bias: u32,
+    _pad: u32,
+}
+
+/// Register blocking: a workgroup of `wg` invocations along N; each invocation owns
+/// `4 block_r` rows by `4 block_c` columns of C. Software adapters want big blocks (their loads
+/// are expensive and they have no register file to exhaust); GPUs want more invocations with
+/// fewer registers each. Small problems get a small block so little work is masked off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GemmTiling {
+    pub wg: u32,
+    pub block_r: u32,
+    pub block_c: u32,
+}
+
+impl GemmTiling {
+    /// Tilings this build uses (all validated by the shader tests).
+    pub const ALL: [GemmTiling; 3] = [
+        GemmTiling { wg: 16, block_r: 8, block_c: 4 },
+        GemmTiling { wg: 8, block_r: 2, block_c: 2 },
+        GemmTiling { wg: 64, block_r: 4, block_c: 1 },
+    ];
+
+    pub fn choose(gpu: &Gpu, m: usize, n: usize) -> GemmTiling {
+        let [big, small, gpu_tiling] = GemmTiling::ALL;
+        if !gpu.is_cpu() {
+            gpu_tiling
+        } else if m >= 32 && n >= 256 {
+            big
+        } else {
+            small
+        }
+    }
+
+    pub fn tile_m(self) -> u32 {
+        4 * self.block_r
+    }
+
+    pub fn tile_n(self) -> u32 {
+        4 * self.block_c * self.wg
+    }
+}
+
+/// The GEMM shader unrolled for `t`: every line after an `// unroll i`, `// unroll j` or
+/// `// unroll i j` comment is repeated per block row and/or column with its identifiers
+/// renamed. Generated once per tiling and kept for the process.
+pub fn shader(t: GemmTiling) -> ShaderSource {
+    static CACHE: Mutex<Vec<(GemmTiling, ShaderSource)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = cache.iter().find(|(k, _)| *k == t) {
+        return *s;
+    }
+    let mut out = String::with_capacity(TEMPLATE.len() * 2);
+    let mut lines = TEMPLATE.lines();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if let Some(spec) = trimmed.strip_prefix("// unroll ") {
+            let body = lines.next().unwrap_or_default();
+            let rows = if spec.contains('i') { t.block_r } else { 1 };
+            let cols = if spec.contains('j') { t.block_c } else { 1 };
+            for i in 0..rows {
+                for j in 0..cols {
+                    out.push_str(&rename(body, i, j));
+                    out.push('\n');
+                }
+            }
+        } else if trimmed.starts_with("const BLOCK_R:") {
+            out.push_str(&format!("const BLOCK_R: u32 = {}u;\n", t.block_r));
+        } else if trimmed.starts_with("const BLOCK_C:") {
+            out.push_str(&format!("const BLOCK_C: u32 = {}u;\n", t.block_c));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(ERF);
+    let name = format!("gemm_{}x{}", t.block_r, t.block_c);
+    let source = ShaderSource { name: Box::leak(name.into_boxed_str()), wgsl: Box::leak(out.into_boxed_str()) };
+    cache.push((t, source));
+    source
+}
+
+/// Renames the block identifiers of one unrolled line for block (i, j): names ending in
+/// `_i_j`, `_i` or `_j` get the indices, the constants `I` and `J` become literals.
+fn rename(line: &str, i: u32, j: u32) -> String {
+    let mut out = String::with_capacity(line.len() + 8);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let renamed = if let Some(stem) = word.strip_suffix("_i_j") {
+            format!("{stem}_{i}_{j}")
+        } else if let Some(stem) = word.strip_suffix("_i") {
+            format!("{stem}_{i}")
+        } else if let Some(stem) = word.strip_suffix("_j") {
+            format!("{stem}_{j}")
+        } else if word == "I" {
+            format!("{i}u")
+        } else if word == "J" {
+            format!("{j}u")
+        } else {
+            std::mem::take(word)
+        };
+        out.push_str(&renamed);
+        word.clear();
+    };
+    for ch in line.chars() {
+        if ch.is_ascii_alphanumeric() || ch == '_' {
+            word.push(ch);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// The logical problem after shape checks.
+struct Problem {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_batched: bool,
+    b_batched: bool,
+    out_shape: Vec<usize>,
+}
+
+fn shape_error(a: &Tensor, b: &Tensor, why: String) -> Error {
+    Error::Shape { op: "gemm", lhs: a.shape().to_vec(), rhs: b.shape().to_vec(), why }
+}
+
+fn problem(a: &Tensor, b: &Tensor, o: &GemmOptions) -> Result<Problem> {
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(shape_error(a, b, "both operands need at least 2 axes".into()));
+    }
+    let (ra, rb) = (a.rank(), b.rank());
+    let (a_rows, a_cols) = (a.shape()[ra - 2], a.shape()[ra - 1]);
+    let (b_rows, b_cols) = (b.shape()[rb - 2], b.shape()[rb - 1]);
+    let (m, ka) = if o.trans_a { (a_cols, a_rows) } else { (a_rows, a_cols) };
+    let (kb, n) = if o.trans_b { (b_cols, b_rows) } else { (b_rows, b_cols) };
+    if ka != kb {
+        return Err(shape_error(
+            a,
+            b,
+            format!("inner dimensions differ: op(A) is {m} x {ka}, op(B) is {kb} x {n}"),
+        ));
+    }
+    let (a_batch, b_batch) = (&a.shape()[..ra - 2], &b.shape()[..rb - 2]);
+    let batch_dims = match (a_batch.is_empty(), b_batch.is_empty()) {
+        (_, true) => a_batch,
+        (true, false) => b_batch,
+        (false, false) if a_batch == b_batch => a_batch,
+        _ => return Err(shape_error(a, b, "batch axes differ".into())),
+    };
+    let mut out_shape = batch_dims.to_vec();
+    out_shape.extend([m, n]);
+    Ok(Problem {
+        batch: batch_dims.iter().product(),
+        m,
+        n,
+        k: ka,
+        a_batched: !a_batch.is_empty(),
+        b_batched: !b_batch.is_empty(),
+        out_shape,
+    })
+}
+
+/// Records the GEMM kernel writing into `c` (which holds C0 when beta != 0).
+fn launch(a: &Tensor, b: &Tensor, c: &Tensor, p: &Problem, o: &GemmOptions, act: Activation) -> Result<()> {
+    let gpu = a.gpu();
+    let t = GemmTiling::choose(gpu, p.m, p.n);
+    let (m, n, k) = (u32_len("gemm", p.m)?, u32_len("gemm", p.n)?, u32_len("gemm", p.k)?);
+    let (a_sm, a_sk) = if o.trans_a { (1, m) } else { (k, 1) };
+    let (b_sk, b_sn) = if o.trans_b { (1, k) } else { (n, 1) };
+    let params = Params {
+        m,
+        n,
+        k,
+        batch: p.batch as u32,
+        a_sm,
+        a_sk,
+        b_sk,
+        b_sn,
+        a_sb: if p.a_batched { m * k } else { 0 },
+        b_sb: if p.b_batched { k * n } else { 0 },
+        c_sb: m * n,
+        act: act as u32,
+        alpha: o.alpha.unwrap_or(1.0),
+        beta: o.accumulate.as_ref().map_or(0.0, |(beta, _)| *beta),
+        has_bias: o.bias.is_some() as u32,
+        _pad: 0,
+    };
+    let bias = o.bias.as_ref().unwrap_or(a);
+    // 16-byte reads need every 4-group aligned and inside its matrix (see gemm.wgsl).
+    let vec4 = k % 4 == 0 && (!o.trans_a || m % 4 == 0) && (o.trans_b || n % 4 == 0);
+    let flops = 2 * (p.batch * p.m * p.n * p.k) as u64;
+    let bytes = 4 * (p.batch * (p.m * p.k + p.k * p.n + p.m * p.n)) as u64;
+    let name = match (o.trans_a, o.trans_b) {
+        (false, false) => "gemm_nn",
+        (false, true) => "gemm_nt",
+        (true, false) => "gemm_tn",
+        (true, true) => "gemm_tt",
+    };
+    gpu.dispatch(&Dispatch {
+        kernel: Kernel {
+            shader: shader(t),
+            entry: "gemm",
+            overrides: &[
+                ("WG", t.wg as f64),
+                ("VEC4", vec4 as u8 as f64),
+                ("A_T", o.trans_a as u8 as f64),
+                ("B_T", o.trans_b as u8 as f64),
+            ],
+        },
+        name,
+        params: bytemuck::bytes_of(&params),
+        buffers: &[
+            (a.buffer(), Access::Read),
+            (b.buffer(), Access::Read),
+            (bias.buffer(), Access::Read),
+            (c.buffer(), Access::ReadWrite),
+            (a.buffer(), Access::Read),
+            (b.buffer(), Access::Read),
+        ],
+        workgroups: [n.div_ceil(t.tile_n()), m.div_ceil(t.tile_m()), params.batch],
+        flops,
+        bytes,
+    })
+}
+
+impl Tensor {
+    /// Matrix product over the last two axes, batched over the leading ones (a 2-D operand is
+    /// shared by every batch).
+    ///
+    /// ```no_run
+    /// # use convirt::{Gpu, Tensor};
+    /// # let gpu = Gpu::shared()?;
+    /// let a = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// let b = Tensor::from_slice(&gpu, &[1.0, 0.0, 0.0, 1.0], &[2, 2])?;
+    /// assert_eq!(a.matmul(&b)?.to_vec()?, vec![1.0, 2.0, 3.0, 4.0]);
+    /// # Ok::<(), convirt::Error>(())
+    /// ```
+    pub fn matmul(&self, b: &Tensor) -> Result<Tensor> {
+        self.gemm(b, &GemmOptions::default())
+    }
+
+    /// The full GEMM: transposes, alpha, `beta * C0`, bias and activation (see [`GemmOptions`]).
+    pub fn gemm(&self, b: &Tensor, o: &GemmOptions) -> Result<Tensor> {
+        let a = self;
+        a.expect_dtype("gemm", DType::F32)?;
+        b.expect_dtype("gemm", DType::F32)?;
+        let p = problem(a, b, o)?;
+        if let Some(bias) = &o.bias {
+            if bias.shape() != [p.n] {
+                return Err(Error::Shape {
+                    op: "gemm bias",
+                    lhs: p.out_shape.clone(),
+                    rhs: bias.shape().to_vec(),
+                    why: format!("the bias must have shape [{}]", p.n),
+                });
+            }
+        }
+        let c = match &o.accumulate {
+            Some((_, c0)) if c0.shape() != p.out_shape.as_slice() => {
+                return Err(Error::Shape {
+                    op: "gemm accumulate",
+                    lhs: p.out_shape.clone(),
+                    rhs: c0.shape().to_vec(),
+                    why: "C0 must have the output's shape".into(),
+                })
+            }
+            Some((_, c0)) => super::elementwise::unary_raw(c0, super::Unary::Copy, 0.0, 0.0)?,
+            None => Tensor::uninit(a.gpu(), &p.out_shape, DType::F32, "gemm")?,
+        };
+        let inputs: Vec<&Tensor> =
+            [Some(a), Some(b), o.bias.as_ref(), o.accumulate.as_ref().map(|(_, c0)| c0)]
+                .into_iter()
+                .flatten()
+                .collect();
+        let needs_grad = grad_enabled() && inputs.iter().any(|t| t.requires_grad_flag());
+        // GELU's backward needs the pre-activation: with a graph, stop the fused epilogue
+        // before GELU and apply it as its own (differentiable) op.
+        let fused_act = match o.activation {
+            Activation::Gelu if needs_grad => Activation::None,
+            act => act,
+        };
+        launch(a, b, &c, &p, o, fused_act)?;
+        let out = self.gemm_record(b, c, p, o, fused_act, inputs)?;
+        if fused_act != o.activation {
+            return out.gelu();
+        }
+        Ok(out)
+    }
+
+    fn gemm_record(
+        &self,
+        b: &Tensor,
+        c: Tensor,
+        p: Problem,
+        o: &GemmOptions,
+        act: Activation,
+        inputs: Vec<&Tensor>,
+    ) -> Result<Tensor> {
+        let (a, b) = (self.detach(), b.detach());
+        let out = c.detach();
+        let (trans_a, trans_b, alpha) = (o.trans_a, o.trans_b, o.alpha.unwrap_or(1.0));
+        let has_bias = o.bias.is_some();
+        let beta = o.accumulate.as_ref().map(|(beta, _)| *beta);
+        let (a_shape, b_shape) = (a.shape().to_vec(), b.shape().to_vec());
+        Ok(record("gemm", c, &inputs, move |g, needs| {
+            let dz = match act {
+                Activation::Relu => binary_raw(g, &out, Binary::ReluBackward)?,
+                _ => g.clone(),
+            };
+            let scaled = |x: Option<f32>| GemmOptions { alpha: x, ..Default::default() };
+            let mut grads = Vec::new();
+            // dA: trans_a = false: alpha dZ op(B)^T; trans_a = true: alpha op(B) dZ^T.
+            grads.push(if needs[0] {
+                let da = if trans_a {
+                    b.gemm(&dz, &GemmOptions { trans_a: trans_b, trans_b: true, ..scaled(Some(alpha)) })?
+                } else {
+                    dz.gemm(&b, &GemmOptions { trans_b: !trans_b, ..scaled(Some(alpha)) })?
+                };
+                Some(sum_broadcast(da, &a_shape)?)
+            } else {
+                None
+            });
+            // dB: trans_b = false: alpha op(A)^T dZ; trans_b = true: alpha dZ^T op(A).
+            grads.push(if needs[1] {
+                let db = if trans_b {
+                    dz.gemm(&a, &GemmOptions { trans_a: true, trans_b: trans_a, ..scaled(Some(alpha)) })?
+                } else {
+                    a.gemm(&dz, &GemmOptions { trans_a: !trans_a, ..scaled(Some(alpha)) })?
+                };
+                Some(sum_broadcast(db, &b_shape)?)
+            } else {
+                None
+            });
+            let mut i = 2;
+            if has_bias {
+                grads.push(if needs[i] { Some(dz.reshape(&[p.batch * p.m, p.n])?.sum(0)?) } else { None });
+                i += 1;
+            }
+            if let Some(beta) = beta {
+                grads.push(if needs[i] { Some(dz.scale(beta)?) } else { None });
+            }
+            Ok(grads)
+        }))
+    }
+}
+
+/// A gradient computed per batch for an operand that was shared by every batch is summed.
+fn sum_broadcast(grad: Tensor, shape: &[usize]) -> Result<Tensor> {
+    if grad.shape() == shape {
+        return Ok(grad);
+    }
+    let (r, c) = (grad.shape()[grad.rank() - 2], grad.shape()[grad.rank() - 1]);
+    grad.reshape(&[grad.numel() / (r * c), r * c])?.sum(0)?.reshape(shape)
+}

@@ -1,0 +1,50 @@
+//! Host side of every kernel family: shape checks, the dispatch, the flop and byte counts, and
+//! the backward rule, side by side. One file per `shaders/*.wgsl`.
+
+pub mod elementwise;
+pub mod gemm;
+pub mod permute;
+pub mod reduce;
+pub mod softmax;
+
+pub use elementwise::{Binary, Unary};
+pub use gemm::{Activation, GemmOptions};
+
+use crate::error::{Error, Result};
+use crate::gpu::ShaderSource;
+use crate::tensor::Tensor;
+
+/// Every shader the engine compiles, as compiled (shared snippets appended, generated
+/// variants unrolled): what the portability tests validate and translate.
+pub fn all_shaders() -> Vec<ShaderSource> {
+    let mut all = vec![elementwise::SHADER, permute::SHADER, reduce::SHADER, softmax::SHADER];
+    all.extend(gemm::GemmTiling::ALL.map(gemm::shader));
+    all
+}
+
+pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::Shape {
+            op,
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+            why: "the operands must have the same shape".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_axis(op: &'static str, t: &Tensor, axis: usize) -> Result<()> {
+    if axis >= t.rank() {
+        return Err(Error::Invalid {
+            op,
+            why: format!("axis {axis} does not exist in a tensor of shape {:?}", t.shape()),
+        });
+    }
+    Ok(())
+}
+
+/// Elements as a u32 for a kernel's parameter block.
+pub(crate) fn u32_len(op: &'static str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Invalid { op, why: format!("{n} elements exceed u32 indexing") })
+}

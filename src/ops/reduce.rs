@@ -1,0 +1,171 @@
+//! Reductions along one axis (`shaders/reduce.wgsl`): sum, mean, max, argmax, and the spread
+//! and pick kernels of their backward rules.
+
+use super::{check_axis, u32_len};
+use crate::autograd::record;
+use crate::error::Result;
+use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
+use crate::tensor::{DType, Tensor};
+
+pub const SHADER: ShaderSource = ShaderSource { name: "reduce", wgsl: include_str!("../../shaders/reduce.wgsl") };
+
+const WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    outer: u32,
+    axis: u32,
+    inner: u32,
+    op: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// `[outer, axis, inner]` view of `t` around `axis`.
+fn split(t: &Tensor, axis: usize) -> (usize, usize, usize) {
+    let s = t.shape();
+    (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product())
+}
+
+fn reduced_shape(t: &Tensor, axis: usize) -> Vec<usize> {
+    let mut s = t.shape().to_vec();
+    s.remove(axis);
+    s
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Sum = 0,
+    Mean = 1,
+    Max = 2,
+}
+
+fn params(t: &Tensor, axis: usize, op: u32, scale: f32) -> Result<Params> {
+    let (outer, len, inner) = split(t, axis);
+    Ok(Params {
+        outer: u32_len("reduce", outer)?,
+        axis: u32_len("reduce", len)?,
+        inner: u32_len("reduce", inner)?,
+        op,
+        scale,
+        _pad: [0; 3],
+    })
+}
+
+fn reduce_raw(x: &Tensor, axis: usize, op: Op, name: &'static str) -> Result<Tensor> {
+    check_axis(name, x, axis)?;
+    x.expect_dtype(name, DType::F32)?;
+    let p = params(x, axis, op as u32, 1.0)?;
+    let y = Tensor::uninit(x.gpu(), &reduced_shape(x, axis), DType::F32, name)?;
+    let outputs = p.outer * p.inner;
+    x.gpu().dispatch(&Dispatch {
+        kernel: Kernel { shader: SHADER, entry: "reduce", overrides: &[("WG", WG as f64)] },
+        name,
+        params: bytemuck::bytes_of(&p),
+        buffers: &[(x.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
+        workgroups: x.gpu().grid(outputs),
+        flops: x.numel() as u64,
+        bytes: 4 * (x.numel() + outputs as usize) as u64,
+    })?;
+    Ok(y)
+}
+
+/// Backward of sum and mean: `dx[o, k, i] = scale * g[o, i]`.
+fn spread(g: &Tensor, like: &[usize], axis: usize, scale: f32, gpu_src: &Tensor) -> Result<Tensor> {
+    let dx = Tensor::uninit(g.gpu(), like, DType::F32, "reduce.spread")?;
+    let p = params(gpu_src, axis, 0, scale)?;
+    let n = dx.numel() as u32;
+    g.gpu().dispatch(&Dispatch {
+        kernel: Kernel { shader: SHADER, entry: "spread", overrides: &[("WG", WG as f64)] },
+        name: "reduce.spread",
+        params: bytemuck::bytes_of(&p),
+        buffers: &[(g.buffer(), Access::Read), (dx.buffer(), Access::ReadWrite)],
+        workgroups: g.gpu().grid(n.div_ceil(WG)),
+        flops: n as u64,
+        bytes: 4 * (n as u64 + g.numel() as u64),
+    })?;
+    Ok(dx)
+}
+
+impl Tensor {
+    /// Sum along `axis` (the axis disappears from the shape).
+    pub fn sum(&self, axis: usize) -> Result<Tensor> {
+        let y = reduce_raw(self, axis, Op::Sum, "reduce.sum")?;
+        let x = self.detach();
+        Ok(record("sum", y, &[self], move |g, _| Ok(vec![Some(spread(g, x.shape(), axis, 1.0, &x)?)])))
+    }
+
+    /// Mean along `axis`.
+    pub fn mean(&self, axis: usize) -> Result<Tensor> {
+        let y = reduce_raw(self, axis, Op::Mean, "reduce.mean")?;
+        let x = self.detach();
+        let scale = 1.0 / self.shape()[axis] as f32;
+        Ok(record("mean", y, &[self], move |g, _| Ok(vec![Some(spread(g, x.shape(), axis, scale, &x)?)])))
+    }
+
+    /// Sum of all elements, as a scalar (shape `[]`).
+    pub fn sum_all(&self) -> Result<Tensor> {
+        self.reshape(&[self.numel()])?.sum(0)
+    }
+
+    /// Mean of all elements, as a scalar (shape `[]`).
+    pub fn mean_all(&self) -> Result<Tensor> {
+        self.reshape(&[self.numel()])?.mean(0)
+    }
+
+    /// Maximum along `axis`; the gradient goes to the first maximal element.
+    pub fn max(&self, axis: usize) -> Result<Tensor> {
+        let (values, idx) = self.max_with_index(axis)?;
+        let x_shape = self.shape().to_vec();
+        let p = params(self, axis, 0, 1.0)?;
+        Ok(record("max", values, &[self], move |g, _| {
+            let dx = Tensor::uninit(g.gpu(), &x_shape, DType::F32, "reduce.pick")?;
+            let n = dx.numel() as u32;
+            g.gpu().dispatch(&Dispatch {
+                kernel: Kernel { shader: SHADER, entry: "pick", overrides: &[("WG", WG as f64)] },
+                name: "reduce.pick",
+                params: bytemuck::bytes_of(&p),
+                buffers: &[
+                    (g.buffer(), Access::Read),
+                    (dx.buffer(), Access::ReadWrite),
+                    (idx.buffer(), Access::ReadWrite),
+                ],
+                workgroups: g.gpu().grid(n.div_ceil(WG)),
+                flops: 0,
+                bytes: 4 * (n as u64 + 2 * g.numel() as u64),
+            })?;
+            Ok(vec![Some(dx)])
+        }))
+    }
+
+    /// Index of the first maximum along `axis`, as a u32 tensor.
+    pub fn argmax(&self, axis: usize) -> Result<Tensor> {
+        Ok(self.max_with_index(axis)?.1)
+    }
+
+    fn max_with_index(&self, axis: usize) -> Result<(Tensor, Tensor)> {
+        let name = "reduce.argmax";
+        check_axis(name, self, axis)?;
+        self.expect_dtype(name, DType::F32)?;
+        let p = params(self, axis, Op::Max as u32, 1.0)?;
+        let shape = reduced_shape(self, axis);
+        let values = Tensor::uninit(self.gpu(), &shape, DType::F32, name)?;
+        let idx = Tensor::uninit(self.gpu(), &shape, DType::U32, name)?;
+        let outputs = p.outer * p.inner;
+        self.gpu().dispatch(&Dispatch {
+            kernel: Kernel { shader: SHADER, entry: "argmax", overrides: &[("WG", WG as f64)] },
+            name,
+            params: bytemuck::bytes_of(&p),
+            buffers: &[
+                (self.buffer(), Access::Read),
+                (values.buffer(), Access::ReadWrite),
+                (idx.buffer(), Access::ReadWrite),
+            ],
+            workgroups: self.gpu().grid(outputs),
+            flops: self.numel() as u64,
+            bytes: 4 * (self.numel() + 2 * outputs as usize) as u64,
+        })?;
+        Ok((values, idx))
+    }
+}
