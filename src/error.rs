@@ -41,7 +41,12 @@ impl fmt::Display for Error {
             Error::Shape { op, lhs, rhs, why } => {
                 write!(f, "{op}: shape mismatch between {lhs:?} and {rhs:?}: {why}")
             }
-            Error::TooLarge { op, shape, bytes, limit } => write!(
+            Error::TooLarge {
+                op,
+                shape,
+                bytes,
+                limit,
+            } => write!(
                 f,
                 "{op}: tensor of shape {shape:?} needs {bytes} bytes, more than the adapter's \
                  largest storage binding ({limit} bytes)"

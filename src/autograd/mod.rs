@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Given the gradient of the output and which inputs need one, the inputs' gradients.
-pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send>;
+pub(crate) type BackwardFn =
+    Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send>;
 
 pub(crate) struct Node {
     op: &'static str,
@@ -61,7 +62,10 @@ pub(crate) fn record(
     }
     let node = Arc::new(Node {
         op,
-        state: Mutex::new(Some((inputs.iter().map(|t| (*t).clone()).collect(), Box::new(backward)))),
+        state: Mutex::new(Some((
+            inputs.iter().map(|t| (*t).clone()).collect(),
+            Box::new(backward),
+        ))),
     });
     out.with_node(out.shape().to_vec(), Some(node))
 }
@@ -102,7 +106,9 @@ fn topological(root: &Arc<Node>) -> Result<Vec<Arc<Node>>> {
 
 pub(crate) fn backward(root: &Tensor) -> Result<()> {
     if root.numel() != 1 {
-        return Err(Error::NotScalar { shape: root.shape().to_vec() });
+        return Err(Error::NotScalar {
+            shape: root.shape().to_vec(),
+        });
     }
     if !root.requires_grad_flag() {
         return Err(Error::Invalid {
@@ -128,7 +134,9 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
             let input_grads = f(&g, &needs)?;
             drop(g);
             for ((input, need), grad) in inputs.iter().zip(&needs).zip(input_grads) {
-                let Some(grad) = grad.filter(|_| *need) else { continue };
+                let Some(grad) = grad.filter(|_| *need) else {
+                    continue;
+                };
                 debug_assert_eq!(grad.shape(), input.shape(), "gradient shape of {}", node.op);
                 match &input.0.node {
                     Some(n) => {

@@ -15,7 +15,10 @@ impl AdapterRequest {
     /// The request made by the environment: `CONVIRT_BACKEND` and `CONVIRT_ADAPTER`.
     pub fn from_env() -> Self {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        AdapterRequest { backend: get("CONVIRT_BACKEND"), name: get("CONVIRT_ADAPTER") }
+        AdapterRequest {
+            backend: get("CONVIRT_BACKEND"),
+            name: get("CONVIRT_ADAPTER"),
+        }
     }
 
     fn backends(&self) -> Result<wgpu::Backends> {
@@ -68,8 +71,13 @@ pub(crate) fn choose(req: &AdapterRequest) -> Result<(wgpu::Instance, wgpu::Adap
     let instance = wgpu::Instance::new(desc);
     let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
     if adapters.is_empty() {
-        let which = req.backend.as_deref().unwrap_or("Vulkan, Metal, DX12 or GL");
-        return Err(Error::NoAdapter(format!("no {which} adapter was found; {HOW_TO_FIX}")));
+        let which = req
+            .backend
+            .as_deref()
+            .unwrap_or("Vulkan, Metal, DX12 or GL");
+        return Err(Error::NoAdapter(format!(
+            "no {which} adapter was found; {HOW_TO_FIX}"
+        )));
     }
     let names: Vec<String> = adapters
         .iter()
@@ -114,5 +122,8 @@ pub(crate) fn describe(info: &wgpu::AdapterInfo) -> String {
         (true, false) => info.driver_info.clone(),
         (false, false) => format!("{} {}", info.driver, info.driver_info),
     };
-    format!("\"{}\" ({:?}, {:?}, driver: {driver})", info.name, info.backend, info.device_type)
+    format!(
+        "\"{}\" ({:?}, {:?}, driver: {driver})",
+        info.name, info.backend, info.device_type
+    )
 }

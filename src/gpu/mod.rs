@@ -41,7 +41,11 @@ impl GpuOptions {
     /// Options from the environment: `CONVIRT_BACKEND`, `CONVIRT_ADAPTER`, `CONVIRT_PROFILE`.
     pub fn from_env() -> Self {
         let profile = std::env::var("CONVIRT_PROFILE").is_ok_and(|v| v != "0" && !v.is_empty());
-        GpuOptions { adapter: AdapterRequest::from_env(), profile, ..Default::default() }
+        GpuOptions {
+            adapter: AdapterRequest::from_env(),
+            profile,
+            ..Default::default()
+        }
     }
 }
 
@@ -108,7 +112,9 @@ impl Gpu {
     /// The process-wide device, opened on first use from [`GpuOptions::from_env`].
     pub fn shared() -> Result<Arc<Gpu>> {
         static SHARED: OnceLock<std::result::Result<Arc<Gpu>, Error>> = OnceLock::new();
-        SHARED.get_or_init(|| Gpu::new(GpuOptions::from_env())).clone()
+        SHARED
+            .get_or_init(|| Gpu::new(GpuOptions::from_env()))
+            .clone()
     }
 
     /// Opens a device on the adapter `opts` asks for (see [`AdapterRequest`]).
@@ -117,18 +123,15 @@ impl Gpu {
         let info = adapter.get_info();
         let features = adapter::wanted_features(&adapter);
         let limits = adapter.limits();
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-                label: Some("convirt"),
-                required_features: features,
-                required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
-                memory_hints: wgpu::MemoryHints::Performance,
-                trace: wgpu::Trace::Off,
-            }))
-            .map_err(|e| {
-                Error::Device(format!("opening {}: {e}", adapter::describe(&info)))
-            })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("convirt"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Device(format!("opening {}: {e}", adapter::describe(&info))))?;
         if !opts.quiet {
             eprintln!("convirt: using adapter {}", adapter::describe(&info));
         }
@@ -174,7 +177,10 @@ impl Gpu {
             param_arena,
             timestamps,
             profiling: AtomicBool::new(opts.profile),
-            profile: Mutex::new(ProfileState { epoch: Instant::now(), profile: Profile::default() }),
+            profile: Mutex::new(ProfileState {
+                epoch: Instant::now(),
+                profile: Profile::default(),
+            }),
             poison: AtomicBool::new(opts.poison),
             dispatch_count: AtomicU64::new(0),
             submit_count: AtomicU64::new(0),
@@ -212,7 +218,9 @@ impl Gpu {
 
     /// The largest buffer one storage binding can see, in bytes.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     pub fn pool_stats(&self) -> PoolStats {
@@ -235,7 +243,10 @@ impl Gpu {
 
     /// Dispatches recorded and submissions made since the device opened.
     pub fn counters(&self) -> (u64, u64) {
-        (self.dispatch_count.load(Ordering::Relaxed), self.submit_count.load(Ordering::Relaxed))
+        (
+            self.dispatch_count.load(Ordering::Relaxed),
+            self.submit_count.load(Ordering::Relaxed),
+        )
     }
 
     /// Turns NaN-poisoning of newly handed-out buffers on or off (for tests).
@@ -248,7 +259,12 @@ impl Gpu {
     pub fn alloc(&self, bytes: u64, op: &'static str, shape: &[usize]) -> Result<PooledBuffer> {
         let limit = self.max_binding_bytes();
         if bytes > limit {
-            return Err(Error::TooLarge { op, shape: shape.to_vec(), bytes, limit });
+            return Err(Error::TooLarge {
+                op,
+                shape: shape.to_vec(),
+                bytes,
+                limit,
+            });
         }
         let buf = self.pool.take(bytes, limit);
         if self.poison.load(Ordering::Relaxed) {
@@ -272,13 +288,16 @@ impl Gpu {
         if len == 0 {
             return;
         }
-        let staging = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("convirt upload"),
-            contents: &data[..len as usize],
-            usage: wgpu::BufferUsages::COPY_SRC,
-        });
+        let staging = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("convirt upload"),
+                contents: &data[..len as usize],
+                usage: wgpu::BufferUsages::COPY_SRC,
+            });
         let mut batch = self.lock_batch();
-        self.encoder(&mut batch).copy_buffer_to_buffer(&staging, 0, dst, 0, len);
+        self.encoder(&mut batch)
+            .copy_buffer_to_buffer(&staging, 0, dst, 0, len);
     }
 
     /// Reads the first `bytes` bytes of `buf` back to the host; flushes the batch.
@@ -295,7 +314,8 @@ impl Gpu {
         });
         {
             let mut batch = self.lock_batch();
-            self.encoder(&mut batch).copy_buffer_to_buffer(buf, 0, &staging, 0, size);
+            self.encoder(&mut batch)
+                .copy_buffer_to_buffer(buf, 0, &staging, 0, size);
             self.flush_locked(&mut batch)?;
         }
         let mut out = self.map_read(&staging, size)?;
@@ -305,9 +325,11 @@ impl Gpu {
 
     fn map_read(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        staging
+            .slice(..size)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
         self.wait()?;
         rx.recv()
             .map_err(|_| Error::Device("readback callback never ran".into()))?
@@ -347,7 +369,10 @@ impl Gpu {
         if d.workgroups.iter().any(|&w| w > max) {
             return Err(Error::Invalid {
                 op: "dispatch",
-                why: format!("{}: grid {:?} exceeds {max} workgroups per dimension", d.name, d.workgroups),
+                why: format!(
+                    "{}: grid {:?} exceeds {max} workgroups per dimension",
+                    d.name, d.workgroups
+                ),
             });
         }
         if d.workgroups.contains(&0) {
@@ -409,7 +434,11 @@ impl Gpu {
         batch.dispatches += 1;
         self.dispatch_count.fetch_add(1, Ordering::Relaxed);
         if profiling {
-            batch.pending.push(PendingKernel { name: d.name.to_string(), flops: d.flops, bytes: d.bytes });
+            batch.pending.push(PendingKernel {
+                name: d.name.to_string(),
+                flops: d.flops,
+                bytes: d.bytes,
+            });
         }
         if wall_clock {
             self.flush_locked(&mut batch)?;
@@ -435,9 +464,10 @@ impl Gpu {
 
     fn encoder<'b>(&self, batch: &'b mut Batch) -> &'b mut wgpu::CommandEncoder {
         batch.encoder.get_or_insert_with(|| {
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("convirt batch"),
-            })
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("convirt batch"),
+                })
         })
     }
 
@@ -467,7 +497,10 @@ impl Gpu {
         let ticks = match timed {
             Some(ts) => {
                 let bytes = self.map_read(&ts.readback, 16 * n as u64)?;
-                Some((bytemuck::pod_collect_to_vec::<u8, u64>(&bytes), ts.period_ns))
+                Some((
+                    bytemuck::pod_collect_to_vec::<u8, u64>(&bytes),
+                    ts.period_ns,
+                ))
             }
             None => {
                 self.wait()?;
@@ -488,7 +521,10 @@ impl Gpu {
             let (start, dur) = match &ticks {
                 Some((t, period)) => {
                     let (a, b) = (t[2 * i], t[2 * i + 1]);
-                    (a.saturating_sub(first) as f64 * period, b.saturating_sub(a) as f64 * period)
+                    (
+                        a.saturating_sub(first) as f64 * period,
+                        b.saturating_sub(a) as f64 * period,
+                    )
                 }
                 None => (0.0, elapsed),
             };
@@ -542,9 +578,13 @@ impl Gpu {
         let p = self.profile()?;
         eprintln!("{p}");
         let path = std::env::var("CONVIRT_TRACE").unwrap_or_else(|_| "convirt-trace.json".into());
-        std::fs::write(&path, p.trace_json())
-            .map_err(|e| Error::Invalid { op: "profile", why: format!("writing {path}: {e}") })?;
-        eprintln!("trace written to {path} (open it in https://ui.perfetto.dev or chrome://tracing)");
+        std::fs::write(&path, p.trace_json()).map_err(|e| Error::Invalid {
+            op: "profile",
+            why: format!("writing {path}: {e}"),
+        })?;
+        eprintln!(
+            "trace written to {path} (open it in https://ui.perfetto.dev or chrome://tracing)"
+        );
         Ok(())
     }
 }

@@ -96,10 +96,19 @@ impl PipelineCache {
         let key = PipelineKey {
             shader: kernel.shader.name,
             entry: kernel.entry,
-            overrides: kernel.overrides.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+            overrides: kernel
+                .overrides
+                .iter()
+                .map(|(k, v)| (*k, v.to_bits()))
+                .collect(),
             layout: access.to_vec(),
         };
-        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Arc::clone(p);
         }
         let module = {
@@ -141,6 +150,9 @@ impl PipelineCache {
     }
 
     pub fn len(&self) -> usize {
-        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }

@@ -40,7 +40,10 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 impl BufferPool {
     pub fn new(device: wgpu::Device) -> Arc<Self> {
-        Arc::new(BufferPool { device, state: Mutex::new(PoolState::default()) })
+        Arc::new(BufferPool {
+            device,
+            state: Mutex::new(PoolState::default()),
+        })
     }
 
     /// A storage buffer of at least `bytes` (never more than `limit`), reused when one is free.
@@ -64,7 +67,11 @@ impl BufferPool {
         };
         st.stats.in_use_bytes += class;
         st.stats.peak_in_use_bytes = st.stats.peak_in_use_bytes.max(st.stats.in_use_bytes);
-        PooledBuffer { buffer: Some(buffer), class, pool: Arc::clone(self) }
+        PooledBuffer {
+            buffer: Some(buffer),
+            class,
+            pool: Arc::clone(self),
+        }
     }
 
     fn give_back(&self, buffer: wgpu::Buffer, class: u64) {
@@ -101,7 +108,9 @@ pub struct PooledBuffer {
 
 impl PooledBuffer {
     pub fn raw(&self) -> &wgpu::Buffer {
-        self.buffer.as_ref().expect("pooled buffer present until drop")
+        self.buffer
+            .as_ref()
+            .expect("pooled buffer present until drop")
     }
 
     /// Capacity in bytes (the size class, at least what was asked).

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 pub const SHADER: ShaderSource = ShaderSource {
     name: "elementwise",
-    wgsl: concat!(include_str!("../../shaders/elementwise.wgsl"), include_str!("../../shaders/common/erf.wgsl")),
+    wgsl: concat!(
+        include_str!("../../shaders/elementwise.wgsl"),
+        include_str!("../../shaders/common/erf.wgsl")
+    ),
 };
 
 const WG: u32 = 256;
@@ -108,7 +111,11 @@ fn launch(
     bytes: u64,
 ) -> Result<()> {
     gpu.dispatch(&Dispatch {
-        kernel: Kernel { shader: SHADER, entry, overrides: &[("WG", WG as f64)] },
+        kernel: Kernel {
+            shader: SHADER,
+            entry,
+            overrides: &[("WG", WG as f64)],
+        },
         name,
         params: bytemuck::bytes_of(&params),
         buffers,
@@ -123,7 +130,15 @@ pub(crate) fn unary_raw(x: &Tensor, op: Unary, a: f32, b: f32) -> Result<Tensor>
     x.expect_dtype(op.name(), DType::F32)?;
     let n = u32_len(op.name(), x.numel())?;
     let y = Tensor::uninit(x.gpu(), x.shape(), DType::F32, op.name())?;
-    let params = Params { n, op: op as u32, inner: 1, _pad: 0, a, b, _pad1: [0.0; 2] };
+    let params = Params {
+        n,
+        op: op as u32,
+        inner: 1,
+        _pad: 0,
+        a,
+        b,
+        _pad1: [0.0; 2],
+    };
     launch(
         x.gpu(),
         "unary",
@@ -143,13 +158,25 @@ pub(crate) fn binary_raw(x: &Tensor, z: &Tensor, op: Binary) -> Result<Tensor> {
     z.expect_dtype(op.name(), DType::F32)?;
     let n = u32_len(op.name(), x.numel())?;
     let y = Tensor::uninit(x.gpu(), x.shape(), DType::F32, op.name())?;
-    let params = Params { n, op: op as u32, inner: 1, _pad: 0, a: 0.0, b: 0.0, _pad1: [0.0; 2] };
+    let params = Params {
+        n,
+        op: op as u32,
+        inner: 1,
+        _pad: 0,
+        a: 0.0,
+        b: 0.0,
+        _pad1: [0.0; 2],
+    };
     launch(
         x.gpu(),
         "binary",
         op.name(),
         params,
-        &[(x.buffer(), Access::Read), (y.buffer(), Access::ReadWrite), (z.buffer(), Access::Read)],
+        &[
+            (x.buffer(), Access::Read),
+            (y.buffer(), Access::ReadWrite),
+            (z.buffer(), Access::Read),
+        ],
         n as u64,
         12 * n as u64,
     )?;
@@ -161,7 +188,15 @@ impl Tensor {
     pub fn full(gpu: &Arc<Gpu>, shape: &[usize], value: f32) -> Result<Tensor> {
         let n = u32_len("fill", crate::tensor::numel(shape))?;
         let y = Tensor::uninit(gpu, shape, DType::F32, "fill")?;
-        let params = Params { n, op: 0, inner: 1, _pad: 0, a: value, b: 0.0, _pad1: [0.0; 2] };
+        let params = Params {
+            n,
+            op: 0,
+            inner: 1,
+            _pad: 0,
+            a: value,
+            b: 0.0,
+            _pad1: [0.0; 2],
+        };
         // `fill` reads nothing but shares the unary layout: a one-element pooled buffer stands
         // in for the input.
         let dummy = Tensor::uninit(gpu, &[1], DType::F32, "fill")?;
@@ -170,7 +205,10 @@ impl Tensor {
             "fill",
             "fill",
             params,
-            &[(dummy.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
+            &[
+                (dummy.buffer(), Access::Read),
+                (y.buffer(), Access::ReadWrite),
+            ],
             0,
             4 * n as u64,
         )?;
@@ -184,14 +222,20 @@ impl Tensor {
     /// `self + other`, same shapes.
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         let y = binary_raw(self, other, Binary::Add)?;
-        Ok(record("add", y, &[self, other], |g, _| Ok(vec![Some(g.clone()), Some(g.clone())])))
+        Ok(record("add", y, &[self, other], |g, _| {
+            Ok(vec![Some(g.clone()), Some(g.clone())])
+        }))
     }
 
     /// `self - other`, same shapes.
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let y = binary_raw(self, other, Binary::Sub)?;
         Ok(record("sub", y, &[self, other], |g, needs| {
-            let dz = if needs[1] { Some(unary_raw(g, Unary::Affine, -1.0, 0.0)?) } else { None };
+            let dz = if needs[1] {
+                Some(unary_raw(g, Unary::Affine, -1.0, 0.0)?)
+            } else {
+                None
+            };
             Ok(vec![Some(g.clone()), dz])
         }))
     }
@@ -201,8 +245,16 @@ impl Tensor {
         let y = binary_raw(self, other, Binary::Mul)?;
         let (x, z) = (self.detach(), other.detach());
         Ok(record("mul", y, &[self, other], move |g, needs| {
-            let dx = if needs[0] { Some(binary_raw(g, &z, Binary::Mul)?) } else { None };
-            let dz = if needs[1] { Some(binary_raw(g, &x, Binary::Mul)?) } else { None };
+            let dx = if needs[0] {
+                Some(binary_raw(g, &z, Binary::Mul)?)
+            } else {
+                None
+            };
+            let dz = if needs[1] {
+                Some(binary_raw(g, &x, Binary::Mul)?)
+            } else {
+                None
+            };
             Ok(vec![dx, dz])
         }))
     }
@@ -214,7 +266,12 @@ impl Tensor {
         Ok(record("div", y, &[self, other], move |g, needs| {
             let dx = binary_raw(g, &z, Binary::Div)?;
             let dz = if needs[1] {
-                Some(unary_raw(&binary_raw(&dx, &out, Binary::Mul)?, Unary::Affine, -1.0, 0.0)?)
+                Some(unary_raw(
+                    &binary_raw(&dx, &out, Binary::Mul)?,
+                    Unary::Affine,
+                    -1.0,
+                    0.0,
+                )?)
             } else {
                 None
             };
@@ -225,7 +282,9 @@ impl Tensor {
     /// `a * self + b`.
     pub fn affine(&self, a: f32, b: f32) -> Result<Tensor> {
         let y = unary_raw(self, Unary::Affine, a, b)?;
-        Ok(record("affine", y, &[self], move |g, _| Ok(vec![Some(unary_raw(g, Unary::Affine, a, 0.0)?)])))
+        Ok(record("affine", y, &[self], move |g, _| {
+            Ok(vec![Some(unary_raw(g, Unary::Affine, a, 0.0)?)])
+        }))
     }
 
     /// `s * self`.
@@ -242,40 +301,55 @@ impl Tensor {
     pub fn relu(&self) -> Result<Tensor> {
         let y = unary_raw(self, Unary::Relu, 0.0, 0.0)?;
         let x = self.detach();
-        Ok(record("relu", y, &[self], move |g, _| Ok(vec![Some(binary_raw(g, &x, Binary::ReluBackward)?)])))
+        Ok(record("relu", y, &[self], move |g, _| {
+            Ok(vec![Some(binary_raw(g, &x, Binary::ReluBackward)?)])
+        }))
     }
 
     /// GELU in its exact (erf) form, as BERT uses it.
     pub fn gelu(&self) -> Result<Tensor> {
         let y = unary_raw(self, Unary::Gelu, 0.0, 0.0)?;
         let x = self.detach();
-        Ok(record("gelu", y, &[self], move |g, _| Ok(vec![Some(binary_raw(g, &x, Binary::GeluBackward)?)])))
+        Ok(record("gelu", y, &[self], move |g, _| {
+            Ok(vec![Some(binary_raw(g, &x, Binary::GeluBackward)?)])
+        }))
     }
 
     pub fn tanh(&self) -> Result<Tensor> {
         let y = unary_raw(self, Unary::Tanh, 0.0, 0.0)?;
         let out = y.detach();
-        Ok(record("tanh", y, &[self], move |g, _| Ok(vec![Some(binary_raw(g, &out, Binary::TanhBackward)?)])))
+        Ok(record("tanh", y, &[self], move |g, _| {
+            Ok(vec![Some(binary_raw(g, &out, Binary::TanhBackward)?)])
+        }))
     }
 
     pub fn exp(&self) -> Result<Tensor> {
         let y = unary_raw(self, Unary::Exp, 0.0, 0.0)?;
         let out = y.detach();
-        Ok(record("exp", y, &[self], move |g, _| Ok(vec![Some(binary_raw(g, &out, Binary::Mul)?)])))
+        Ok(record("exp", y, &[self], move |g, _| {
+            Ok(vec![Some(binary_raw(g, &out, Binary::Mul)?)])
+        }))
     }
 
     /// Natural logarithm.
     pub fn log(&self) -> Result<Tensor> {
         let y = unary_raw(self, Unary::Log, 0.0, 0.0)?;
         let x = self.detach();
-        Ok(record("log", y, &[self], move |g, _| Ok(vec![Some(binary_raw(g, &x, Binary::Div)?)])))
+        Ok(record("log", y, &[self], move |g, _| {
+            Ok(vec![Some(binary_raw(g, &x, Binary::Div)?)])
+        }))
     }
 
     pub fn sqrt(&self) -> Result<Tensor> {
         let y = unary_raw(self, Unary::Sqrt, 0.0, 0.0)?;
         let out = y.detach();
         Ok(record("sqrt", y, &[self], move |g, _| {
-            Ok(vec![Some(unary_raw(&binary_raw(g, &out, Binary::Div)?, Unary::Affine, 0.5, 0.0)?)])
+            Ok(vec![Some(unary_raw(
+                &binary_raw(g, &out, Binary::Div)?,
+                Unary::Affine,
+                0.5,
+                0.0,
+            )?)])
         }))
     }
 
@@ -285,7 +359,12 @@ impl Tensor {
         let out = y.detach();
         Ok(record("recip", y, &[self], move |g, _| {
             let y2 = binary_raw(&out, &out, Binary::Mul)?;
-            Ok(vec![Some(unary_raw(&binary_raw(g, &y2, Binary::Mul)?, Unary::Affine, -1.0, 0.0)?)])
+            Ok(vec![Some(unary_raw(
+                &binary_raw(g, &y2, Binary::Mul)?,
+                Unary::Affine,
+                -1.0,
+                0.0,
+            )?)])
         }))
     }
 
@@ -304,19 +383,35 @@ impl Tensor {
         self.expect_dtype(op, DType::F32)?;
         let n = u32_len(op, self.numel())?;
         let y = Tensor::uninit(self.gpu(), self.shape(), DType::F32, op)?;
-        let params = Params { n, op: 0, inner: inner as u32, _pad: 0, a: 0.0, b: 0.0, _pad1: [0.0; 2] };
+        let params = Params {
+            n,
+            op: 0,
+            inner: inner as u32,
+            _pad: 0,
+            a: 0.0,
+            b: 0.0,
+            _pad1: [0.0; 2],
+        };
         launch(
             self.gpu(),
             "bias_add",
             op,
             params,
-            &[(self.buffer(), Access::Read), (y.buffer(), Access::ReadWrite), (bias.buffer(), Access::Read)],
+            &[
+                (self.buffer(), Access::Read),
+                (y.buffer(), Access::ReadWrite),
+                (bias.buffer(), Access::Read),
+            ],
             n as u64,
             (8 * n + 4 * inner as u32) as u64,
         )?;
         let rows = self.numel() / inner.max(1);
         Ok(record(op, y, &[self, bias], move |g, needs| {
-            let db = if needs[1] { Some(g.reshape(&[rows, inner])?.sum(0)?) } else { None };
+            let db = if needs[1] {
+                Some(g.reshape(&[rows, inner])?.sum(0)?)
+            } else {
+                None
+            };
             Ok(vec![Some(g.clone()), db])
         }))
     }

@@ -73,9 +73,21 @@ pub struct GemmTiling {
 impl GemmTiling {
     /// Tilings this build uses (all validated by the shader tests).
     pub const ALL: [GemmTiling; 3] = [
-        GemmTiling { wg: 16, block_r: 8, block_c: 4 },
-        GemmTiling { wg: 8, block_r: 2, block_c: 2 },
-        GemmTiling { wg: 64, block_r: 4, block_c: 1 },
+        GemmTiling {
+            wg: 16,
+            block_r: 8,
+            block_c: 4,
+        },
+        GemmTiling {
+            wg: 8,
+            block_r: 2,
+            block_c: 2,
+        },
+        GemmTiling {
+            wg: 64,
+            block_r: 4,
+            block_c: 1,
+        },
     ];
 
     pub fn choose(gpu: &Gpu, m: usize, n: usize) -> GemmTiling {
@@ -132,7 +144,10 @@ pub fn shader(t: GemmTiling) -> ShaderSource {
     }
     out.push_str(ERF);
     let name = format!("gemm_{}x{}", t.block_r, t.block_c);
-    let source = ShaderSource { name: Box::leak(name.into_boxed_str()), wgsl: Box::leak(out.into_boxed_str()) };
+    let source = ShaderSource {
+        name: Box::leak(name.into_boxed_str()),
+        wgsl: Box::leak(out.into_boxed_str()),
+    };
     cache.push((t, source));
     source
 }
@@ -183,18 +198,35 @@ struct Problem {
 }
 
 fn shape_error(a: &Tensor, b: &Tensor, why: String) -> Error {
-    Error::Shape { op: "gemm", lhs: a.shape().to_vec(), rhs: b.shape().to_vec(), why }
+    Error::Shape {
+        op: "gemm",
+        lhs: a.shape().to_vec(),
+        rhs: b.shape().to_vec(),
+        why,
+    }
 }
 
 fn problem(a: &Tensor, b: &Tensor, o: &GemmOptions) -> Result<Problem> {
     if a.rank() < 2 || b.rank() < 2 {
-        return Err(shape_error(a, b, "both operands need at least 2 axes".into()));
+        return Err(shape_error(
+            a,
+            b,
+            "both operands need at least 2 axes".into(),
+        ));
     }
     let (ra, rb) = (a.rank(), b.rank());
     let (a_rows, a_cols) = (a.shape()[ra - 2], a.shape()[ra - 1]);
     let (b_rows, b_cols) = (b.shape()[rb - 2], b.shape()[rb - 1]);
-    let (m, ka) = if o.trans_a { (a_cols, a_rows) } else { (a_rows, a_cols) };
-    let (kb, n) = if o.trans_b { (b_cols, b_rows) } else { (b_rows, b_cols) };
+    let (m, ka) = if o.trans_a {
+        (a_cols, a_rows)
+    } else {
+        (a_rows, a_cols)
+    };
+    let (kb, n) = if o.trans_b {
+        (b_cols, b_rows)
+    } else {
+        (b_rows, b_cols)
+    };
     if ka != kb {
         return Err(shape_error(
             a,
@@ -223,10 +255,21 @@ fn problem(a: &Tensor, b: &Tensor, o: &GemmOptions) -> Result<Problem> {
 }
 
 /// Records the GEMM kernel writing into `c` (which holds C0 when beta != 0).
-fn launch(a: &Tensor, b: &Tensor, c: &Tensor, p: &Problem, o: &GemmOptions, act: Activation) -> Result<()> {
+fn launch(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    p: &Problem,
+    o: &GemmOptions,
+    act: Activation,
+) -> Result<()> {
     let gpu = a.gpu();
     let t = GemmTiling::choose(gpu, p.m, p.n);
-    let (m, n, k) = (u32_len("gemm", p.m)?, u32_len("gemm", p.n)?, u32_len("gemm", p.k)?);
+    let (m, n, k) = (
+        u32_len("gemm", p.m)?,
+        u32_len("gemm", p.n)?,
+        u32_len("gemm", p.k)?,
+    );
     let (a_sm, a_sk) = if o.trans_a { (1, m) } else { (k, 1) };
     let (b_sk, b_sn) = if o.trans_b { (1, k) } else { (n, 1) };
     let params = Params {
@@ -329,11 +372,15 @@ impl Tensor {
             Some((_, c0)) => super::elementwise::unary_raw(c0, super::Unary::Copy, 0.0, 0.0)?,
             None => Tensor::uninit(a.gpu(), &p.out_shape, DType::F32, "gemm")?,
         };
-        let inputs: Vec<&Tensor> =
-            [Some(a), Some(b), o.bias.as_ref(), o.accumulate.as_ref().map(|(_, c0)| c0)]
-                .into_iter()
-                .flatten()
-                .collect();
+        let inputs: Vec<&Tensor> = [
+            Some(a),
+            Some(b),
+            o.bias.as_ref(),
+            o.accumulate.as_ref().map(|(_, c0)| c0),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let needs_grad = grad_enabled() && inputs.iter().any(|t| t.requires_grad_flag());
         // GELU's backward needs the pre-activation: with a graph, stop the fused epilogue
         // before GELU and apply it as its own (differentiable) op.
@@ -369,14 +416,30 @@ impl Tensor {
                 Activation::Relu => binary_raw(g, &out, Binary::ReluBackward)?,
                 _ => g.clone(),
             };
-            let scaled = |x: Option<f32>| GemmOptions { alpha: x, ..Default::default() };
+            let scaled = |x: Option<f32>| GemmOptions {
+                alpha: x,
+                ..Default::default()
+            };
             let mut grads = Vec::new();
             // dA: trans_a = false: alpha dZ op(B)^T; trans_a = true: alpha op(B) dZ^T.
             grads.push(if needs[0] {
                 let da = if trans_a {
-                    b.gemm(&dz, &GemmOptions { trans_a: trans_b, trans_b: true, ..scaled(Some(alpha)) })?
+                    b.gemm(
+                        &dz,
+                        &GemmOptions {
+                            trans_a: trans_b,
+                            trans_b: true,
+                            ..scaled(Some(alpha))
+                        },
+                    )?
                 } else {
-                    dz.gemm(&b, &GemmOptions { trans_b: !trans_b, ..scaled(Some(alpha)) })?
+                    dz.gemm(
+                        &b,
+                        &GemmOptions {
+                            trans_b: !trans_b,
+                            ..scaled(Some(alpha))
+                        },
+                    )?
                 };
                 Some(sum_broadcast(da, &a_shape)?)
             } else {
@@ -385,9 +448,22 @@ impl Tensor {
             // dB: trans_b = false: alpha op(A)^T dZ; trans_b = true: alpha dZ^T op(A).
             grads.push(if needs[1] {
                 let db = if trans_b {
-                    dz.gemm(&a, &GemmOptions { trans_a: true, trans_b: trans_a, ..scaled(Some(alpha)) })?
+                    dz.gemm(
+                        &a,
+                        &GemmOptions {
+                            trans_a: true,
+                            trans_b: trans_a,
+                            ..scaled(Some(alpha))
+                        },
+                    )?
                 } else {
-                    a.gemm(&dz, &GemmOptions { trans_a: !trans_a, ..scaled(Some(alpha)) })?
+                    a.gemm(
+                        &dz,
+                        &GemmOptions {
+                            trans_a: !trans_a,
+                            ..scaled(Some(alpha))
+                        },
+                    )?
                 };
                 Some(sum_broadcast(db, &b_shape)?)
             } else {
@@ -395,11 +471,19 @@ impl Tensor {
             });
             let mut i = 2;
             if has_bias {
-                grads.push(if needs[i] { Some(dz.reshape(&[p.batch * p.m, p.n])?.sum(0)?) } else { None });
+                grads.push(if needs[i] {
+                    Some(dz.reshape(&[p.batch * p.m, p.n])?.sum(0)?)
+                } else {
+                    None
+                });
                 i += 1;
             }
             if let Some(beta) = beta {
-                grads.push(if needs[i] { Some(dz.scale(beta)?) } else { None });
+                grads.push(if needs[i] {
+                    Some(dz.scale(beta)?)
+                } else {
+                    None
+                });
             }
             Ok(grads)
         }))
@@ -412,5 +496,7 @@ fn sum_broadcast(grad: Tensor, shape: &[usize]) -> Result<Tensor> {
         return Ok(grad);
     }
     let (r, c) = (grad.shape()[grad.rank() - 2], grad.shape()[grad.rank() - 1]);
-    grad.reshape(&[grad.numel() / (r * c), r * c])?.sum(0)?.reshape(shape)
+    grad.reshape(&[grad.numel() / (r * c), r * c])?
+        .sum(0)?
+        .reshape(shape)
 }

@@ -17,7 +17,12 @@ use crate::tensor::Tensor;
 /// Every shader the engine compiles, as compiled (shared snippets appended, generated
 /// variants unrolled): what the portability tests validate and translate.
 pub fn all_shaders() -> Vec<ShaderSource> {
-    let mut all = vec![elementwise::SHADER, permute::SHADER, reduce::SHADER, softmax::SHADER];
+    let mut all = vec![
+        elementwise::SHADER,
+        permute::SHADER,
+        reduce::SHADER,
+        softmax::SHADER,
+    ];
     all.extend(gemm::GemmTiling::ALL.map(gemm::shader));
     all
 }
@@ -38,7 +43,10 @@ pub(crate) fn check_axis(op: &'static str, t: &Tensor, axis: usize) -> Result<()
     if axis >= t.rank() {
         return Err(Error::Invalid {
             op,
-            why: format!("axis {axis} does not exist in a tensor of shape {:?}", t.shape()),
+            why: format!(
+                "axis {axis} does not exist in a tensor of shape {:?}",
+                t.shape()
+            ),
         });
     }
     Ok(())
@@ -46,5 +54,8 @@ pub(crate) fn check_axis(op: &'static str, t: &Tensor, axis: usize) -> Result<()
 
 /// Elements as a u32 for a kernel's parameter block.
 pub(crate) fn u32_len(op: &'static str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Invalid { op, why: format!("{n} elements exceed u32 indexing") })
+    u32::try_from(n).map_err(|_| Error::Invalid {
+        op,
+        why: format!("{n} elements exceed u32 indexing"),
+    })
 }

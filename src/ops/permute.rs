@@ -7,7 +7,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
 use crate::tensor::{DType, Tensor};
 
-pub const SHADER: ShaderSource = ShaderSource { name: "permute", wgsl: include_str!("../../shaders/permute.wgsl") };
+pub const SHADER: ShaderSource = ShaderSource {
+    name: "permute",
+    wgsl: include_str!("../../shaders/permute.wgsl"),
+};
 
 const WG: u32 = 256;
 
@@ -28,11 +31,16 @@ impl Tensor {
         let mut seen = [false; 4];
         let valid = (1..=4).contains(&rank)
             && dims.len() == rank
-            && dims.iter().all(|&d| d < rank && !std::mem::replace(&mut seen[d], true));
+            && dims
+                .iter()
+                .all(|&d| d < rank && !std::mem::replace(&mut seen[d], true));
         if !valid {
             return Err(Error::Invalid {
                 op,
-                why: format!("{dims:?} is not a permutation of the axes of shape {:?} (1 to 4 axes)", self.shape()),
+                why: format!(
+                    "{dims:?} is not a permutation of the axes of shape {:?} (1 to 4 axes)",
+                    self.shape()
+                ),
             });
         }
         self.expect_dtype(op, DType::F32)?;
@@ -42,7 +50,12 @@ impl Tensor {
             in_stride[d] = in_stride[d + 1] * in_shape[d + 1];
         }
         let pad = 4 - rank;
-        let mut p = Params { n: u32_len(op, self.numel())?, _pad: [0; 3], out_shape: [1; 4], src_stride: [0; 4] };
+        let mut p = Params {
+            n: u32_len(op, self.numel())?,
+            _pad: [0; 3],
+            out_shape: [1; 4],
+            src_stride: [0; 4],
+        };
         let out_shape: Vec<usize> = dims.iter().map(|&d| in_shape[d]).collect();
         for (i, &d) in dims.iter().enumerate() {
             p.out_shape[pad + i] = in_shape[d] as u32;
@@ -50,10 +63,17 @@ impl Tensor {
         }
         let y = Tensor::uninit(self.gpu(), &out_shape, DType::F32, op)?;
         self.gpu().dispatch(&Dispatch {
-            kernel: Kernel { shader: SHADER, entry: "permute", overrides: &[("WG", WG as f64)] },
+            kernel: Kernel {
+                shader: SHADER,
+                entry: "permute",
+                overrides: &[("WG", WG as f64)],
+            },
             name: op,
             params: bytemuck::bytes_of(&p),
-            buffers: &[(self.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
+            buffers: &[
+                (self.buffer(), Access::Read),
+                (y.buffer(), Access::ReadWrite),
+            ],
             workgroups: self.gpu().grid(p.n.div_ceil(WG)),
             flops: 0,
             bytes: 8 * self.numel() as u64,
@@ -62,7 +82,9 @@ impl Tensor {
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Ok(record(op, y, &[self], move |g, _| Ok(vec![Some(g.permute(&inverse)?)])))
+        Ok(record(op, y, &[self], move |g, _| {
+            Ok(vec![Some(g.permute(&inverse)?)])
+        }))
     }
 
     /// Swaps two axes.
@@ -71,7 +93,10 @@ impl Tensor {
         if a >= dims.len() || b >= dims.len() {
             return Err(Error::Invalid {
                 op: "transpose",
-                why: format!("axes {a} and {b} do not both exist in shape {:?}", self.shape()),
+                why: format!(
+                    "axes {a} and {b} do not both exist in shape {:?}",
+                    self.shape()
+                ),
             });
         }
         dims.swap(a, b);

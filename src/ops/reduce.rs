@@ -7,7 +7,10 @@ use crate::error::Result;
 use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
 use crate::tensor::{DType, Tensor};
 
-pub const SHADER: ShaderSource = ShaderSource { name: "reduce", wgsl: include_str!("../../shaders/reduce.wgsl") };
+pub const SHADER: ShaderSource = ShaderSource {
+    name: "reduce",
+    wgsl: include_str!("../../shaders/reduce.wgsl"),
+};
 
 const WG: u32 = 64;
 
@@ -25,7 +28,11 @@ struct Params {
 /// `[outer, axis, inner]` view of `t` around `axis`.
 fn split(t: &Tensor, axis: usize) -> (usize, usize, usize) {
     let s = t.shape();
-    (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product())
+    (
+        s[..axis].iter().product(),
+        s[axis],
+        s[axis + 1..].iter().product(),
+    )
 }
 
 fn reduced_shape(t: &Tensor, axis: usize) -> Vec<usize> {
@@ -60,7 +67,11 @@ fn reduce_raw(x: &Tensor, axis: usize, op: Op, name: &'static str) -> Result<Ten
     let y = Tensor::uninit(x.gpu(), &reduced_shape(x, axis), DType::F32, name)?;
     let outputs = p.outer * p.inner;
     x.gpu().dispatch(&Dispatch {
-        kernel: Kernel { shader: SHADER, entry: "reduce", overrides: &[("WG", WG as f64)] },
+        kernel: Kernel {
+            shader: SHADER,
+            entry: "reduce",
+            overrides: &[("WG", WG as f64)],
+        },
         name,
         params: bytemuck::bytes_of(&p),
         buffers: &[(x.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
@@ -77,7 +88,11 @@ fn spread(g: &Tensor, like: &[usize], axis: usize, scale: f32, gpu_src: &Tensor)
     let p = params(gpu_src, axis, 0, scale)?;
     let n = dx.numel() as u32;
     g.gpu().dispatch(&Dispatch {
-        kernel: Kernel { shader: SHADER, entry: "spread", overrides: &[("WG", WG as f64)] },
+        kernel: Kernel {
+            shader: SHADER,
+            entry: "spread",
+            overrides: &[("WG", WG as f64)],
+        },
         name: "reduce.spread",
         params: bytemuck::bytes_of(&p),
         buffers: &[(g.buffer(), Access::Read), (dx.buffer(), Access::ReadWrite)],
@@ -93,7 +108,9 @@ impl Tensor {
     pub fn sum(&self, axis: usize) -> Result<Tensor> {
         let y = reduce_raw(self, axis, Op::Sum, "reduce.sum")?;
         let x = self.detach();
-        Ok(record("sum", y, &[self], move |g, _| Ok(vec![Some(spread(g, x.shape(), axis, 1.0, &x)?)])))
+        Ok(record("sum", y, &[self], move |g, _| {
+            Ok(vec![Some(spread(g, x.shape(), axis, 1.0, &x)?)])
+        }))
     }
 
     /// Mean along `axis`.
@@ -101,7 +118,9 @@ impl Tensor {
         let y = reduce_raw(self, axis, Op::Mean, "reduce.mean")?;
         let x = self.detach();
         let scale = 1.0 / self.shape()[axis] as f32;
-        Ok(record("mean", y, &[self], move |g, _| Ok(vec![Some(spread(g, x.shape(), axis, scale, &x)?)])))
+        Ok(record("mean", y, &[self], move |g, _| {
+            Ok(vec![Some(spread(g, x.shape(), axis, scale, &x)?)])
+        }))
     }
 
     /// Sum of all elements, as a scalar (shape `[]`).
@@ -123,7 +142,11 @@ impl Tensor {
             let dx = Tensor::uninit(g.gpu(), &x_shape, DType::F32, "reduce.pick")?;
             let n = dx.numel() as u32;
             g.gpu().dispatch(&Dispatch {
-                kernel: Kernel { shader: SHADER, entry: "pick", overrides: &[("WG", WG as f64)] },
+                kernel: Kernel {
+                    shader: SHADER,
+                    entry: "pick",
+                    overrides: &[("WG", WG as f64)],
+                },
                 name: "reduce.pick",
                 params: bytemuck::bytes_of(&p),
                 buffers: &[
@@ -154,7 +177,11 @@ impl Tensor {
         let idx = Tensor::uninit(self.gpu(), &shape, DType::U32, name)?;
         let outputs = p.outer * p.inner;
         self.gpu().dispatch(&Dispatch {
-            kernel: Kernel { shader: SHADER, entry: "argmax", overrides: &[("WG", WG as f64)] },
+            kernel: Kernel {
+                shader: SHADER,
+                entry: "argmax",
+                overrides: &[("WG", WG as f64)],
+            },
             name,
             params: bytemuck::bytes_of(&p),
             buffers: &[

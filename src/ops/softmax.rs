@@ -6,7 +6,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
 use crate::tensor::{DType, Tensor};
 
-pub const SHADER: ShaderSource = ShaderSource { name: "softmax", wgsl: include_str!("../../shaders/softmax.wgsl") };
+pub const SHADER: ShaderSource = ShaderSource {
+    name: "softmax",
+    wgsl: include_str!("../../shaders/softmax.wgsl"),
+};
 
 const WG: u32 = 64;
 
@@ -20,8 +23,16 @@ struct Params {
 }
 
 fn params(t: &Tensor, log: bool, op: &'static str) -> Result<Params> {
-    let cols = *t.shape().last().ok_or(Error::Invalid { op, why: "needs at least one axis".into() })?;
-    Ok(Params { rows: u32_len(op, t.numel() / cols.max(1))?, cols: u32_len(op, cols)?, log: log as u32, _pad: 0 })
+    let cols = *t.shape().last().ok_or(Error::Invalid {
+        op,
+        why: "needs at least one axis".into(),
+    })?;
+    Ok(Params {
+        rows: u32_len(op, t.numel() / cols.max(1))?,
+        cols: u32_len(op, cols)?,
+        log: log as u32,
+        _pad: 0,
+    })
 }
 
 fn softmax_impl(x: &Tensor, log: bool) -> Result<Tensor> {
@@ -31,7 +42,11 @@ fn softmax_impl(x: &Tensor, log: bool) -> Result<Tensor> {
     let y = Tensor::uninit(x.gpu(), x.shape(), DType::F32, name)?;
     let n = x.numel() as u64;
     x.gpu().dispatch(&Dispatch {
-        kernel: Kernel { shader: SHADER, entry: "forward", overrides: &[("WG", WG as f64)] },
+        kernel: Kernel {
+            shader: SHADER,
+            entry: "forward",
+            overrides: &[("WG", WG as f64)],
+        },
         name,
         params: bytemuck::bytes_of(&p),
         buffers: &[(x.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
@@ -43,10 +58,22 @@ fn softmax_impl(x: &Tensor, log: bool) -> Result<Tensor> {
     Ok(record(name, y, &[x], move |g, _| {
         let dx = Tensor::uninit(g.gpu(), g.shape(), DType::F32, "softmax_backward")?;
         g.gpu().dispatch(&Dispatch {
-            kernel: Kernel { shader: SHADER, entry: "backward", overrides: &[("WG", WG as f64)] },
-            name: if log { "log_softmax_backward" } else { "softmax_backward" },
+            kernel: Kernel {
+                shader: SHADER,
+                entry: "backward",
+                overrides: &[("WG", WG as f64)],
+            },
+            name: if log {
+                "log_softmax_backward"
+            } else {
+                "softmax_backward"
+            },
             params: bytemuck::bytes_of(&p),
-            buffers: &[(out.buffer(), Access::Read), (dx.buffer(), Access::ReadWrite), (g.buffer(), Access::Read)],
+            buffers: &[
+                (out.buffer(), Access::Read),
+                (dx.buffer(), Access::ReadWrite),
+                (g.buffer(), Access::Read),
+            ],
             workgroups: g.gpu().grid(p.rows),
             flops: 4 * n,
             bytes: 16 * n,

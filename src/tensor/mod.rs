@@ -72,11 +72,21 @@ impl Tensor {
                 op: "Tensor::from_slice",
                 lhs: vec![data.len()],
                 rhs: shape.to_vec(),
-                why: format!("{} values cannot fill a tensor of {} elements", data.len(), numel(shape)),
+                why: format!(
+                    "{} values cannot fill a tensor of {} elements",
+                    data.len(),
+                    numel(shape)
+                ),
             });
         }
         let buf = gpu.upload(bytemuck::cast_slice(data), "Tensor::from_slice", shape)?;
-        Ok(Tensor::from_parts(gpu, buf, shape.to_vec(), DType::F32, None))
+        Ok(Tensor::from_parts(
+            gpu,
+            buf,
+            shape.to_vec(),
+            DType::F32,
+            None,
+        ))
     }
 
     /// Uploads `data` as a u32 tensor of `shape` (indices, token ids).
@@ -90,7 +100,13 @@ impl Tensor {
             });
         }
         let buf = gpu.upload(bytemuck::cast_slice(data), "Tensor::from_u32", shape)?;
-        Ok(Tensor::from_parts(gpu, buf, shape.to_vec(), DType::U32, None))
+        Ok(Tensor::from_parts(
+            gpu,
+            buf,
+            shape.to_vec(),
+            DType::U32,
+            None,
+        ))
     }
 
     /// A trainable leaf: an f32 tensor whose gradient is accumulated by `backward`.
@@ -100,7 +116,12 @@ impl Tensor {
 
     /// A tensor whose contents are whatever the pool hands out: only for op outputs that the
     /// kernel writes completely.
-    pub(crate) fn uninit(gpu: &Arc<Gpu>, shape: &[usize], dtype: DType, op: &'static str) -> Result<Tensor> {
+    pub(crate) fn uninit(
+        gpu: &Arc<Gpu>,
+        shape: &[usize],
+        dtype: DType,
+        op: &'static str,
+    ) -> Result<Tensor> {
         let bytes = (numel(shape) * dtype.size()) as u64;
         let buf = gpu.alloc(bytes, op, shape)?;
         Ok(Tensor::from_parts(gpu, buf, shape.to_vec(), dtype, None))
@@ -194,7 +215,11 @@ impl Tensor {
         if self.dtype() != want {
             return Err(Error::Invalid {
                 op,
-                why: format!("expects {want:?} data, got a {:?} tensor of shape {:?}", self.dtype(), self.shape()),
+                why: format!(
+                    "expects {want:?} data, got a {:?} tensor of shape {:?}",
+                    self.dtype(),
+                    self.shape()
+                ),
             });
         }
         Ok(())
@@ -228,7 +253,11 @@ impl Tensor {
 
     /// The gradient accumulated by `backward` (leaves only).
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Forgets the accumulated gradient (its buffer returns to the pool).
@@ -269,6 +298,8 @@ impl Tensor {
         }
         let from = self.shape().to_vec();
         let out = self.with_node(shape.to_vec(), None);
-        Ok(autograd::record("reshape", out, &[self], move |g, _| Ok(vec![Some(g.reshape(&from)?)])))
+        Ok(autograd::record("reshape", out, &[self], move |g, _| {
+            Ok(vec![Some(g.reshape(&from)?)])
+        }))
     }
 }

@@ -1,0 +1,210 @@
+//! GEMM: every layout, batching, epilogues, awkward sizes, and the backward rule.
+
+use crate::common::*;
+use convirt::reference::{self, GemmDims};
+use convirt::{Activation, GemmOptions};
+
+fn dims(batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GemmDims {
+    GemmDims {
+        batch,
+        m,
+        n,
+        k,
+        trans_a: ta,
+        trans_b: tb,
+        a_batched: batch > 1,
+        b_batched: batch > 1,
+    }
+}
+
+fn shape(batch: usize, rows: usize, cols: usize, batched: bool) -> Vec<usize> {
+    if batched && batch > 1 {
+        vec![batch, rows, cols]
+    } else {
+        vec![rows, cols]
+    }
+}
+
+/// op(A) op(B) on the GPU and in the reference; returns the relative error.
+fn run(d: GemmDims, seed: u64) -> f64 {
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(if d.a_batched { d.batch } else { 1 } * d.m * d.k, -1.0, 1.0);
+    let b = rng.vec(if d.b_batched { d.batch } else { 1 } * d.k * d.n, -1.0, 1.0);
+    let (ar, ac) = if d.trans_a { (d.k, d.m) } else { (d.m, d.k) };
+    let (br, bc) = if d.trans_b { (d.n, d.k) } else { (d.k, d.n) };
+    let ta = upload(&a, &shape(d.batch, ar, ac, d.a_batched));
+    let tb = upload(&b, &shape(d.batch, br, bc, d.b_batched));
+    let o = GemmOptions {
+        trans_a: d.trans_a,
+        trans_b: d.trans_b,
+        ..Default::default()
+    };
+    let c = ta.gemm(&tb, &o).expect("gemm");
+    let want = reference::gemm(d, &a, &b, 1.0, None, None, 0);
+    rel_err(&c.to_vec().expect("download"), &want)
+}
+
+#[test]
+fn gemm_all_layouts_awkward_sizes() {
+    // 1, primes, non-multiples of every tile, several workgroups in both grids, shapes that
+    // take the vec4 path (K % 4 == 0 ...) and shapes that do not, small and large tilings.
+    let sizes = [
+        (1, 1, 1),
+        (7, 513, 129),
+        (33, 65, 17),
+        (64, 64, 64),
+        (130, 257, 300),
+        (40, 300, 12),
+        (128, 512, 64),
+        (5, 3, 1031),
+    ];
+    for (i, &(m, n, k)) in sizes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let e = run(dims(1, m, n, k, ta, tb), i as u64);
+            assert!(
+                e < 1e-5,
+                "gemm {m}x{n}x{k} trans_a={ta} trans_b={tb}: relative error {e:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_1000_cubed() {
+    let e = run(dims(1, 1000, 1000, 1000, false, false), 7);
+    // f32 sums of 1000 products: about sqrt(K) * 6e-8 expected.
+    assert!(e < 1e-5, "gemm 1000^3: relative error {e:.2e}");
+}
+
+#[test]
+fn gemm_batched_and_shared_operand() {
+    for (ta, tb) in [(false, false), (true, true)] {
+        let e = run(dims(3, 17, 19, 23, ta, tb), 11);
+        assert!(e < 1e-5, "batched gemm: {e:.2e}");
+        let shared_b = GemmDims {
+            b_batched: false,
+            ..dims(4, 9, 300, 12, ta, tb)
+        };
+        let e = run(shared_b, 12);
+        assert!(e < 1e-5, "batched gemm with shared B: {e:.2e}");
+    }
+}
+
+#[test]
+fn gemm_alpha_beta_bias_epilogues() {
+    let (m, n, k) = (37, 300, 20);
+    let d = dims(1, m, n, k, false, true);
+    let mut rng = Rng::new(3);
+    let (a, b) = (rng.vec(m * k, -1.0, 1.0), rng.vec(n * k, -1.0, 1.0));
+    let (c0, bias) = (rng.vec(m * n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+    for (act, code) in [
+        (Activation::None, 0),
+        (Activation::Relu, 1),
+        (Activation::Gelu, 2),
+    ] {
+        let o = GemmOptions {
+            trans_b: true,
+            alpha: Some(0.7),
+            accumulate: Some((-0.3, upload(&c0, &[m, n]))),
+            bias: Some(upload(&bias, &[n])),
+            activation: act,
+            ..Default::default()
+        };
+        let c = upload(&a, &[m, k])
+            .gemm(&upload(&b, &[n, k]), &o)
+            .expect("gemm");
+        let want = reference::gemm(d, &a, &b, 0.7, Some((-0.3, &c0)), Some(&bias), code);
+        assert_close(
+            &format!("gemm epilogue {act:?}"),
+            &c.to_vec().unwrap(),
+            &want,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn gemm_backward_every_layout() {
+    let (m, n, k) = (5, 7, 6);
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let d = dims(1, m, n, k, ta, tb);
+        let mut rng = Rng::new(21);
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let inputs = [
+            input(rng.vec(m * k, -1.0, 1.0), &a_shape),
+            input(rng.vec(k * n, -1.0, 1.0), &b_shape),
+            input(rng.vec(n, -1.0, 1.0), &[n]),
+            input(rng.vec(m * n, -1.0, 1.0), &[m, n]),
+        ];
+        check_grad(
+            &format!("gemm trans_a={ta} trans_b={tb}"),
+            &inputs,
+            |t| {
+                t[0].gemm(
+                    &t[1],
+                    &GemmOptions {
+                        trans_a: ta,
+                        trans_b: tb,
+                        alpha: Some(1.3),
+                        accumulate: Some((0.5, t[3].clone())),
+                        bias: Some(t[2].clone()),
+                        ..Default::default()
+                    },
+                )
+            },
+            |x| reference::gemm(d, &x[0], &x[1], 1.3, Some((0.5, &x[3])), Some(&x[2]), 0),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn gemm_backward_activations_and_batch() {
+    let (m, n, k) = (4, 6, 5);
+    let d = dims(1, m, n, k, false, false);
+    for (act, code) in [(Activation::Relu, 1), (Activation::Gelu, 2)] {
+        let mut rng = Rng::new(5);
+        // Keep pre-activations away from ReLU's kink: finite differences cannot cross it.
+        let a: Vec<f64> = rng.vec(m * k, 0.2, 1.0);
+        let b: Vec<f64> = rng.vec(k * n, -1.0, 1.0);
+        let bias: Vec<f64> = rng.vec(n, -1.0, 1.0);
+        let z = reference::gemm(d, &a, &b, 1.0, None, Some(&bias), 0);
+        if z.iter().any(|v| v.abs() < 1e-3) {
+            continue;
+        }
+        check_grad(
+            &format!("gemm epilogue {act:?}"),
+            &[input(a, &[m, k]), input(b, &[k, n]), input(bias, &[n])],
+            |t| {
+                t[0].gemm(
+                    &t[1],
+                    &GemmOptions {
+                        bias: Some(t[2].clone()),
+                        activation: act,
+                        ..Default::default()
+                    },
+                )
+            },
+            |x| reference::gemm(d, &x[0], &x[1], 1.0, None, Some(&x[2]), code),
+            1e-4,
+        );
+    }
+    // A batched [3, 4, 5] times a shared [5, 6]: B's gradient sums over the batch.
+    let shared = GemmDims {
+        a_batched: true,
+        b_batched: false,
+        ..dims(3, m, n, k, false, false)
+    };
+    let mut rng = Rng::new(9);
+    check_grad(
+        "batched gemm with shared B",
+        &[
+            input(rng.vec(3 * m * k, -1.0, 1.0), &[3, m, k]),
+            input(rng.vec(k * n, -1.0, 1.0), &[k, n]),
+        ],
+        |t| t[0].matmul(&t[1]),
+        |x| reference::gemm(shared, &x[0], &x[1], 1.0, None, None, 0),
+        1e-4,
+    );
+}
