@@ -36,6 +36,8 @@ struct Params {
 // The same buffers as a and b, read 16 bytes at a time on the VEC4 path.
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+// The same buffer as c, written 16 bytes at a time when VEC4_C.
+@group(0) @binding(7) var<storage, read_write> c4: array<vec4<f32>>;
 
 // Invocations per workgroup, all along N.
 override WG: u32 = 16u;
@@ -43,6 +45,8 @@ override WG: u32 = 16u;
 // when K % 4 == 0, and M % 4 == 0 if A is transposed, N % 4 == 0 if B is not: then every
 // 4-element group read is aligned and inside its matrix.
 override VEC4: bool = false;
+// Write C as vec4: set when N % 4 == 0, so every 4-group of a row is aligned.
+override VEC4_C: bool = false;
 // The layout, fixed per pipeline so no branch is left in the loop over K: A stored [K, M]
 // (op = transpose), B stored [N, K].
 override A_T: bool = false;
@@ -134,28 +138,42 @@ fn load_b_tail(cols: vec4<u32>, k: u32) -> mat4x4<f32> {
     return m;
 }
 
-fn activate(v: f32) -> f32 {
+fn activate4(v: vec4<f32>) -> vec4<f32> {
     switch p.act {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return gelu(v); } // from common/erf.wgsl, appended by the host
+        case 1u: { return max(v, vec4<f32>(0.0)); }
+        // gelu() comes from common/erf.wgsl, appended by the host.
+        case 2u: { return vec4<f32>(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w)); }
         default: { return v; }
     }
 }
 
-// acc holds (B^T A^T) = (A B)^T for the block: column r is row m + r of C over n..n+3.
-fn store(base: u32, m: u32, n: u32, acc: mat4x4<f32>) {
-    for (var r = 0u; r < 4u; r++) {
-        if (m + r >= p.m) { return; }
-        for (var e = 0u; e < 4u; e++) {
-            let col = n + e;
-            if (col >= p.n) { break; }
-            let ci = base + (m + r) * p.n + col;
-            var v = p.alpha * acc[r][e];
-            if (p.beta != 0.0) { v += p.beta * c[ci]; }
-            if (p.has_bias != 0u) { v += bias[col]; }
-            c[ci] = activate(v);
-        }
+// Row m of C over columns n..n+3 gets alpha * v (+ beta * C) (+ bias), then the activation.
+fn store_row(base: u32, m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.m || n >= p.n) { return; }
+    let ci = base + m * p.n + n;
+    var out = p.alpha * v;
+    if (VEC4_C) {
+        if (p.beta != 0.0) { out += p.beta * c4[ci / 4u]; }
+        if (p.has_bias != 0u) { out += vec4<f32>(bias[n], bias[n + 1u], bias[n + 2u], bias[n + 3u]); }
+        c4[ci / 4u] = activate4(out);
+        return;
     }
+    let cols = min(p.n - n, 4u);
+    for (var e = 0u; e < cols; e++) {
+        var o = out[e];
+        if (p.beta != 0.0) { o += p.beta * c[ci + e]; }
+        if (p.has_bias != 0u) { o += bias[n + e]; }
+        c[ci + e] = activate4(vec4<f32>(o)).x;
+    }
+}
+
+// acc holds (B^T A^T) = (A B)^T for the block: column r is row m + r of C over n..n+3.
+// Only constant indices into acc: a dynamic one would move every accumulator to memory.
+fn store(base: u32, m: u32, n: u32, acc: mat4x4<f32>) {
+    store_row(base, m, n, acc[0]);
+    store_row(base, m + 1u, n, acc[1]);
+    store_row(base, m + 2u, n, acc[2]);
+    store_row(base, m + 3u, n, acc[3]);
 }
 
 @compute @workgroup_size(WG)

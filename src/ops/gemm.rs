@@ -308,6 +308,7 @@ fn launch(
             overrides: &[
                 ("WG", t.wg as f64),
                 ("VEC4", vec4 as u8 as f64),
+                ("VEC4_C", (n % 4 == 0) as u8 as f64),
                 ("A_T", o.trans_a as u8 as f64),
                 ("B_T", o.trans_b as u8 as f64),
             ],
@@ -321,6 +322,7 @@ fn launch(
             (c.buffer(), Access::ReadWrite),
             (a.buffer(), Access::Read),
             (b.buffer(), Access::Read),
+            (c.buffer(), Access::ReadWrite),
         ],
         workgroups: [n.div_ceil(t.tile_n()), m.div_ceil(t.tile_m()), params.batch],
         flops,

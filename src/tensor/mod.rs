@@ -178,7 +178,9 @@ impl Tensor {
         self.0.dtype
     }
 
-    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+    /// The device buffer, for dispatching kernels of your own through [`Gpu::dispatch`]. It can
+    /// be larger than the tensor (pool size classes); the tensor is its first bytes.
+    pub fn buffer(&self) -> &wgpu::Buffer {
         self.0.storage.raw()
     }
 
