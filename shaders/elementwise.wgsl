@@ -1,6 +1,6 @@
-// Elementwise kernels, one invocation per element. Which function is applied is a uniform
-// `op` code, so one pipeline serves every map of the same arity (the branch is uniform and
-// costs nothing next to the memory traffic).
+// Elementwise kernels, one invocation per element. Which function is applied is the override
+// constant OP, so each op is its own specialised pipeline: a runtime switch would cost every
+// case's arithmetic on software adapters, which execute all branches under a mask.
 //
 // unary   y = f(x):        0 copy, 1 affine (a*x + b), 2 ReLU, 3 GELU, 4 exp, 5 log, 6 sqrt,
 //                          7 reciprocal, 8 tanh
@@ -11,20 +11,21 @@
 // fill    y = a
 
 struct Params {
-    n: u32, op: u32, inner: u32, _pad: u32,
+    n: u32, inner: u32, _pad0: u32, _pad: u32,
     a: f32, b: f32, _pad1: f32, _pad2: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 
 override WG: u32 = 256u;
+override OP: u32 = 0u;
 
 fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.x + wid.y * nwg.x) * WG + lid.x;
 }
 
-fn unary_op(op: u32, x: f32) -> f32 {
-    switch op {
+fn unary_op(x: f32) -> f32 {
+    switch OP {
         case 0u: { return x; }
         case 1u: { return p.a * x + p.b; }
         case 2u: { return max(x, 0.0); }
@@ -38,8 +39,8 @@ fn unary_op(op: u32, x: f32) -> f32 {
     }
 }
 
-fn binary_op(op: u32, x: f32, z: f32) -> f32 {
-    switch op {
+fn binary_op(x: f32, z: f32) -> f32 {
+    switch OP {
         case 0u: { return x + z; }
         case 1u: { return x - z; }
         case 2u: { return x * z; }
@@ -59,7 +60,7 @@ fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element(wid, nwg, lid);
     if (i < p.n) {
-        y[i] = unary_op(p.op, x[i]);
+        y[i] = unary_op(x[i]);
     }
 }
 
@@ -80,7 +81,7 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element(wid, nwg, lid);
     if (i < p.n) {
-        y[i] = binary_op(p.op, x[i], z[i]);
+        y[i] = binary_op(x[i], z[i]);
     }
 }
 

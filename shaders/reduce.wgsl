@@ -1,14 +1,16 @@
 // Reductions along one axis of a tensor seen as [outer, axis, inner], and their backward
-// kernels. One workgroup per output element: invocations stride over the axis, then combine in
-// workgroup memory, so a long axis (a full sum) still uses WG invocations.
+// kernels. Two schedules: `reduce` gives each output a workgroup whose invocations stride over
+// the axis and combine in workgroup memory (few outputs, long axes: a full sum);
+// `reduce_columns` gives each output one invocation looping over the axis, neighbours reading
+// neighbouring addresses (many outputs along a contiguous inner axis: bias gradients).
 //
-// reduce   y[o, i] = sum | mean | max over k of x[o, k, i]       (op 0, 1, 2)
+// reduce, reduce_columns   y[o, i] = sum | mean | max over k of x[o, k, i]   (OP 0, 1, 2)
 // argmax   y[o, i] = max, idx[o, i] = first k reaching it
 // spread   dx[o, k, i] = scale * g[o, i]                          (sum and mean backward)
 // pick     dx[o, k, i] = (k == idx[o, i]) ? g[o, i] : 0            (max backward)
 
 struct Params {
-    outer: u32, axis: u32, inner: u32, op: u32,
+    outer: u32, axis: u32, inner: u32, _pad: u32,
     scale: f32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
@@ -18,6 +20,8 @@ struct Params {
 
 // A power of two, at most WG_MAX.
 override WG: u32 = 64u;
+// 0 sum, 1 mean, 2 max: a pipeline constant, so no branch is left per element.
+override OP: u32 = 0u;
 const WG_MAX: u32 = 256u;
 
 var<workgroup> sh_val: array<f32, WG_MAX>;
@@ -34,7 +38,7 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let valid = out < p.outer * p.inner;
     let o = out / p.inner;
     let i = out % p.inner;
-    let is_max = p.op == 2u;
+    let is_max = OP == 2u;
     var acc = select(0.0, -3.4028235e38, is_max);
     if (valid) {
         for (var k = lid.x; k < p.axis; k += WG) {
@@ -52,8 +56,24 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         workgroupBarrier();
     }
     if (lid.x == 0u && valid) {
-        y[out] = select(sh_val[0], sh_val[0] / f32(p.axis), p.op == 1u);
+        y[out] = select(sh_val[0], sh_val[0] / f32(p.axis), OP == 1u);
     }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let out = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    if (out >= p.outer * p.inner) { return; }
+    let o = out / p.inner;
+    let i = out % p.inner;
+    let is_max = OP == 2u;
+    var acc = select(0.0, -3.4028235e38, is_max);
+    for (var k = 0u; k < p.axis; k++) {
+        let v = x[(o * p.axis + k) * p.inner + i];
+        acc = select(acc + v, max(acc, v), is_max);
+    }
+    y[out] = select(acc, acc / f32(p.axis), OP == 1u);
 }
 
 @group(0) @binding(3) var<storage, read_write> idx: array<u32>;

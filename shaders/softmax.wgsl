@@ -1,12 +1,12 @@
 // Softmax and log-softmax along the last axis, forward and backward. One workgroup per row:
 // invocations stride over the row, maxima and sums combine in workgroup memory.
 //
-// forward    y = softmax(x) or log_softmax(x)     (log = 0 or 1)
+// forward    y = softmax(x) or log_softmax(x)   (LOG = true)
 // backward   softmax:      dx = y * (g - sum(g * y))
-//            log-softmax:  dx = g - exp(y) * sum(g)
+//            log-softmax:  dx = g - exp(y) * sum(g)      (LOG = true)
 
 struct Params {
-    rows: u32, cols: u32, log: u32, _pad: u32,
+    rows: u32, cols: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -15,6 +15,8 @@ struct Params {
 
 // A power of two, at most 256.
 override WG: u32 = 64u;
+// Log-softmax instead of softmax: a pipeline constant, so neither path pays for the other.
+override LOG: bool = false;
 
 var<workgroup> sh: array<f32, 256>;
 
@@ -74,7 +76,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let log_s = log(s);
     for (var c = lid.x; c < p.cols; c += WG) {
         let shifted = x[base + c] - m;
-        y[base + c] = select(exp(shifted) / s, shifted - log_s, p.log != 0u);
+        y[base + c] = select(exp(shifted) / s, shifted - log_s, LOG);
     }
 }
 
@@ -91,7 +93,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (valid) {
         for (var c = lid.x; c < p.cols; c += WG) {
             let gc = g[base + c];
-            s += select(gc * x[base + c], gc, p.log != 0u);
+            s += select(gc * x[base + c], gc, LOG);
         }
     }
     sh[lid.x] = s;
@@ -100,6 +102,6 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     for (var c = lid.x; c < p.cols; c += WG) {
         let yc = x[base + c];
         let gc = g[base + c];
-        y[base + c] = select(yc * (gc - s), gc - exp(yc) * s, p.log != 0u);
+        y[base + c] = select(yc * (gc - s), gc - exp(yc) * s, LOG);
     }
 }

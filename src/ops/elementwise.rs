@@ -22,15 +22,14 @@ const WG: u32 = 256;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
-    op: u32,
     inner: u32,
-    _pad: u32,
+    _pad: [u32; 2],
     a: f32,
     b: f32,
     _pad1: [f32; 2],
 }
 
-/// Unary maps; the discriminant is the shader's op code.
+/// Unary maps; the discriminant is the shader's `OP` override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unary {
     Copy = 0,
@@ -45,7 +44,7 @@ pub enum Unary {
     Tanh = 8,
 }
 
-/// Binary maps; the discriminant is the shader's op code.
+/// Binary maps; the discriminant is the shader's `OP` override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binary {
     Add = 0,
@@ -101,9 +100,11 @@ impl Binary {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn launch(
     gpu: &Arc<Gpu>,
     entry: &'static str,
+    op: u32,
     name: &str,
     params: Params,
     buffers: &[(&wgpu::Buffer, Access)],
@@ -114,7 +115,7 @@ fn launch(
         kernel: Kernel {
             shader: SHADER,
             entry,
-            overrides: &[("WG", WG as f64)],
+            overrides: &[("WG", WG as f64), ("OP", op as f64)],
         },
         name,
         params: bytemuck::bytes_of(&params),
@@ -132,9 +133,8 @@ pub(crate) fn unary_raw(x: &Tensor, op: Unary, a: f32, b: f32) -> Result<Tensor>
     let y = Tensor::uninit(x.gpu(), x.shape(), DType::F32, op.name())?;
     let params = Params {
         n,
-        op: op as u32,
         inner: 1,
-        _pad: 0,
+        _pad: [0; 2],
         a,
         b,
         _pad1: [0.0; 2],
@@ -142,6 +142,7 @@ pub(crate) fn unary_raw(x: &Tensor, op: Unary, a: f32, b: f32) -> Result<Tensor>
     launch(
         x.gpu(),
         "unary",
+        op as u32,
         op.name(),
         params,
         &[(x.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
@@ -160,9 +161,8 @@ pub(crate) fn binary_raw(x: &Tensor, z: &Tensor, op: Binary) -> Result<Tensor> {
     let y = Tensor::uninit(x.gpu(), x.shape(), DType::F32, op.name())?;
     let params = Params {
         n,
-        op: op as u32,
         inner: 1,
-        _pad: 0,
+        _pad: [0; 2],
         a: 0.0,
         b: 0.0,
         _pad1: [0.0; 2],
@@ -170,6 +170,7 @@ pub(crate) fn binary_raw(x: &Tensor, z: &Tensor, op: Binary) -> Result<Tensor> {
     launch(
         x.gpu(),
         "binary",
+        op as u32,
         op.name(),
         params,
         &[
@@ -190,9 +191,8 @@ impl Tensor {
         let y = Tensor::uninit(gpu, shape, DType::F32, "fill")?;
         let params = Params {
             n,
-            op: 0,
             inner: 1,
-            _pad: 0,
+            _pad: [0; 2],
             a: value,
             b: 0.0,
             _pad1: [0.0; 2],
@@ -203,6 +203,7 @@ impl Tensor {
         launch(
             gpu,
             "fill",
+            0,
             "fill",
             params,
             &[
@@ -385,9 +386,8 @@ impl Tensor {
         let y = Tensor::uninit(self.gpu(), self.shape(), DType::F32, op)?;
         let params = Params {
             n,
-            op: 0,
             inner: inner as u32,
-            _pad: 0,
+            _pad: [0; 2],
             a: 0.0,
             b: 0.0,
             _pad1: [0.0; 2],
@@ -395,6 +395,7 @@ impl Tensor {
         launch(
             self.gpu(),
             "bias_add",
+            0,
             op,
             params,
             &[
@@ -403,7 +404,7 @@ impl Tensor {
                 (bias.buffer(), Access::Read),
             ],
             n as u64,
-            (8 * n + 4 * inner as u32) as u64,
+            8 * n as u64 + 4 * inner as u64,
         )?;
         let rows = self.numel() / inner.max(1);
         Ok(record(op, y, &[self, bias], move |g, needs| {

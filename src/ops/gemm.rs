@@ -94,7 +94,7 @@ impl GemmTiling {
         let [big, small, gpu_tiling] = GemmTiling::ALL;
         if !gpu.is_cpu() {
             gpu_tiling
-        } else if m >= 32 && n >= 256 {
+        } else if m >= big.tile_m() as usize && n >= big.tile_n() as usize {
             big
         } else {
             small

@@ -2,7 +2,7 @@
 //! and pick kernels of their backward rules.
 
 use super::{check_axis, u32_len};
-use crate::autograd::record;
+use crate::autograd::{grad_enabled, record};
 use crate::error::Result;
 use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
 use crate::tensor::{DType, Tensor};
@@ -20,7 +20,7 @@ struct Params {
     outer: u32,
     axis: u32,
     inner: u32,
-    op: u32,
+    _pad0: u32,
     scale: f32,
     _pad: [u32; 3],
 }
@@ -48,13 +48,13 @@ enum Op {
     Max = 2,
 }
 
-fn params(t: &Tensor, axis: usize, op: u32, scale: f32) -> Result<Params> {
+fn params(t: &Tensor, axis: usize, scale: f32) -> Result<Params> {
     let (outer, len, inner) = split(t, axis);
     Ok(Params {
         outer: u32_len("reduce", outer)?,
         axis: u32_len("reduce", len)?,
         inner: u32_len("reduce", inner)?,
-        op,
+        _pad0: 0,
         scale,
         _pad: [0; 3],
     })
@@ -63,19 +63,26 @@ fn params(t: &Tensor, axis: usize, op: u32, scale: f32) -> Result<Params> {
 fn reduce_raw(x: &Tensor, axis: usize, op: Op, name: &'static str) -> Result<Tensor> {
     check_axis(name, x, axis)?;
     x.expect_dtype(name, DType::F32)?;
-    let p = params(x, axis, op as u32, 1.0)?;
+    let p = params(x, axis, 1.0)?;
     let y = Tensor::uninit(x.gpu(), &reduced_shape(x, axis), DType::F32, name)?;
     let outputs = p.outer * p.inner;
+    // A contiguous inner axis of many outputs: one invocation each, reading side by side.
+    // Otherwise a workgroup per output splits the axis.
+    let (entry, workgroups) = if p.inner >= WG {
+        ("reduce_columns", x.gpu().grid(outputs.div_ceil(WG)))
+    } else {
+        ("reduce", x.gpu().grid(outputs))
+    };
     x.gpu().dispatch(&Dispatch {
         kernel: Kernel {
             shader: SHADER,
-            entry: "reduce",
-            overrides: &[("WG", WG as f64)],
+            entry,
+            overrides: &[("WG", WG as f64), ("OP", op as u32 as f64)],
         },
         name,
         params: bytemuck::bytes_of(&p),
         buffers: &[(x.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
-        workgroups: x.gpu().grid(outputs),
+        workgroups,
         flops: x.numel() as u64,
         bytes: 4 * (x.numel() + outputs as usize) as u64,
     })?;
@@ -85,8 +92,8 @@ fn reduce_raw(x: &Tensor, axis: usize, op: Op, name: &'static str) -> Result<Ten
 /// Backward of sum and mean: `dx[o, k, i] = scale * g[o, i]`.
 fn spread(g: &Tensor, like: &[usize], axis: usize, scale: f32, gpu_src: &Tensor) -> Result<Tensor> {
     let dx = Tensor::uninit(g.gpu(), like, DType::F32, "reduce.spread")?;
-    let p = params(gpu_src, axis, 0, scale)?;
-    let n = dx.numel() as u32;
+    let p = params(gpu_src, axis, scale)?;
+    let n = u32_len("reduce.spread", dx.numel())?;
     g.gpu().dispatch(&Dispatch {
         kernel: Kernel {
             shader: SHADER,
@@ -135,12 +142,16 @@ impl Tensor {
 
     /// Maximum along `axis`; the gradient goes to the first maximal element.
     pub fn max(&self, axis: usize) -> Result<Tensor> {
+        if !(grad_enabled() && self.requires_grad_flag()) {
+            // No backward: the plain reduction, without indices.
+            return reduce_raw(self, axis, Op::Max, "reduce.max");
+        }
         let (values, idx) = self.max_with_index(axis)?;
         let x_shape = self.shape().to_vec();
-        let p = params(self, axis, 0, 1.0)?;
+        let p = params(self, axis, 1.0)?;
         Ok(record("max", values, &[self], move |g, _| {
             let dx = Tensor::uninit(g.gpu(), &x_shape, DType::F32, "reduce.pick")?;
-            let n = dx.numel() as u32;
+            let n = u32_len("reduce.pick", dx.numel())?;
             g.gpu().dispatch(&Dispatch {
                 kernel: Kernel {
                     shader: SHADER,
@@ -171,7 +182,7 @@ impl Tensor {
         let name = "reduce.argmax";
         check_axis(name, self, axis)?;
         self.expect_dtype(name, DType::F32)?;
-        let p = params(self, axis, Op::Max as u32, 1.0)?;
+        let p = params(self, axis, 1.0)?;
         let shape = reduced_shape(self, axis);
         let values = Tensor::uninit(self.gpu(), &shape, DType::F32, name)?;
         let idx = Tensor::uninit(self.gpu(), &shape, DType::U32, name)?;

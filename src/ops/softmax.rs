@@ -18,11 +18,10 @@ const WG: u32 = 64;
 struct Params {
     rows: u32,
     cols: u32,
-    log: u32,
-    _pad: u32,
+    _pad: [u32; 2],
 }
 
-fn params(t: &Tensor, log: bool, op: &'static str) -> Result<Params> {
+fn params(t: &Tensor, op: &'static str) -> Result<Params> {
     let cols = *t.shape().last().ok_or(Error::Invalid {
         op,
         why: "needs at least one axis".into(),
@@ -30,22 +29,21 @@ fn params(t: &Tensor, log: bool, op: &'static str) -> Result<Params> {
     Ok(Params {
         rows: u32_len(op, t.numel() / cols.max(1))?,
         cols: u32_len(op, cols)?,
-        log: log as u32,
-        _pad: 0,
+        _pad: [0; 2],
     })
 }
 
 fn softmax_impl(x: &Tensor, log: bool) -> Result<Tensor> {
     let name = if log { "log_softmax" } else { "softmax" };
     x.expect_dtype(name, DType::F32)?;
-    let p = params(x, log, name)?;
+    let p = params(x, name)?;
     let y = Tensor::uninit(x.gpu(), x.shape(), DType::F32, name)?;
     let n = x.numel() as u64;
     x.gpu().dispatch(&Dispatch {
         kernel: Kernel {
             shader: SHADER,
             entry: "forward",
-            overrides: &[("WG", WG as f64)],
+            overrides: &[("WG", WG as f64), ("LOG", log as u8 as f64)],
         },
         name,
         params: bytemuck::bytes_of(&p),
@@ -61,7 +59,7 @@ fn softmax_impl(x: &Tensor, log: bool) -> Result<Tensor> {
             kernel: Kernel {
                 shader: SHADER,
                 entry: "backward",
-                overrides: &[("WG", WG as f64)],
+                overrides: &[("WG", WG as f64), ("LOG", log as u8 as f64)],
             },
             name: if log {
                 "log_softmax_backward"

@@ -1,0 +1,608 @@
+//! Kernel benchmark: times the engine's kernels on the chosen adapter and compares each to a
+//! ceiling measured on the same adapter in the same run.
+//!
+//! ```text
+//! cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|all] [--json] [--quick]
+//! ```
+//!
+//! Method. Every case allocates three sets of pseudo-random inputs and cycles through them, so
+//! no repetition reads the inputs that the one before it just left in the caches. A case runs twice to
+//! warm up (which also compiles its pipelines), then 10 times (3 with `--quick`, or when one run
+//! takes over half a second); the table reports the median. Each repetition is timed with GPU
+//! timestamps when the adapter has them (the sum of the kernels that repetition dispatched),
+//! otherwise with the wall clock from recording the op to the end of a `sync()`. The device is
+//! idle (`sync()`) between repetitions.
+//!
+//! Ceilings. The compute ceiling is the fastest repetition of the largest square GEMM (GFLOP/s),
+//! the bandwidth ceiling the fastest repetition of a 64 MiB copy (GB/s, read plus write). They
+//! are measured first; each row then gives its throughput as a percentage of one of them: GEMM
+//! rows of the compute ceiling, the other rows of the bandwidth ceiling.
+//!
+//! Adapter choice follows `CONVIRT_BACKEND` and `CONVIRT_ADAPTER` (see `convirt::GpuOptions`).
+
+use convirt::{GemmOptions, Gpu, Result, Tensor};
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+const USAGE: &str = "\
+usage: cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|all] [--json] [--quick]
+
+  gemm         square f32 GEMMs (256, 512, 1024, and 2048 on hardware adapters), awkward
+               shapes 1000x1000x1000 and 7x513x129, and 1024^3 with A or B transposed
+  elementwise  ReLU, GELU and add on 4M elements, bias_add on [4096, 1024]
+  softmax      softmax over the rows of [4096, 1024]
+  reduce       sum of [4096, 1024] over axis 0 and over axis 1
+  all          everything above (the default)
+
+  --json       one JSON object per line instead of a table (the first line names the adapter)
+  --quick      3 timed repetitions instead of 10
+  --help       this text
+
+columns:
+  kernel     the op timed
+  shape      GEMM: M x N x K (C is M x N); other ops: the input's shape
+  median ms  median time of one repetition (GPU timestamps when the adapter has them,
+             otherwise wall clock up to the end of a sync)
+  GFLOP/s    useful floating-point operations per second (GEMM: 2 M N K)
+  GB/s       compulsory bytes per second: each input read once, each output written once
+  % ceil     throughput as a percentage of a ceiling measured in the same run:
+             gemm = fastest repetition of the largest square GEMM (GFLOP/s),
+             copy = fastest repetition of a 64 MiB copy (GB/s, read + write)
+
+Cases that set a ceiling run first. Each case cycles through 3 input sets after 2 warm-up runs.";
+
+/// Input sets allocated per case and cycled through, so caches do not flatter.
+const INPUT_SETS: usize = 3;
+const WARMUP_RUNS: usize = 2;
+const REPS: usize = 10;
+const QUICK_REPS: usize = 3;
+/// A warm-up run slower than this gets the quick repetition count.
+const SLOW_RUN_MS: f64 = 500.0;
+/// Elements of the elementwise cases (4M) and of the copy (16M f32 = 64 MiB).
+const ELEMENTWISE_LEN: usize = 4 << 20;
+const COPY_LEN: usize = 16 << 20;
+/// Rows and columns of the bias_add, softmax and reduce inputs.
+const ROWS: usize = 4096;
+const COLS: usize = 1024;
+
+/// Which families the command line asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Gemm,
+    Elementwise,
+    Softmax,
+    Reduce,
+    All,
+}
+
+struct Args {
+    group: Group,
+    json: bool,
+    quick: bool,
+}
+
+/// What the command line asks for: a run, or the usage text.
+enum Command {
+    Run(Args),
+    Help,
+}
+
+/// Which measured ceiling a row is compared to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ceiling {
+    Gemm,
+    Copy,
+}
+
+impl Ceiling {
+    fn name(self) -> &'static str {
+        match self {
+            Ceiling::Gemm => "gemm",
+            Ceiling::Copy => "copy",
+        }
+    }
+}
+
+/// The op a case times, on its inputs.
+type Op = Box<dyn Fn(&[Tensor]) -> Result<Tensor>>;
+
+/// One benchmark: the op, the shapes of its inputs, and its work for the throughput columns.
+struct Case {
+    kernel: &'static str,
+    /// Reported shape: M, N, K for GEMMs, the (first) input's shape otherwise.
+    shape: Vec<usize>,
+    /// Shapes of the tensors `run` receives, in order.
+    inputs: Vec<Vec<usize>>,
+    run: Op,
+    flops: f64,
+    bytes: f64,
+    ceiling: Ceiling,
+    /// Whether this case measures its ceiling (it then runs before the cases compared to it).
+    sets_ceiling: bool,
+}
+
+/// A case's timings, in milliseconds.
+struct Timing {
+    median_ms: f64,
+    best_ms: f64,
+    reps: usize,
+}
+
+/// The ceilings measured so far: GFLOP/s of the GEMM ceiling case, GB/s of the copy.
+#[derive(Default)]
+struct Ceilings {
+    gemm_gflops: Option<f64>,
+    copy_gbps: Option<f64>,
+}
+
+impl Ceilings {
+    /// Records `t` as the ceiling `case` measures (its fastest repetition).
+    fn record(&mut self, case: &Case, t: &Timing) {
+        match case.ceiling {
+            Ceiling::Gemm => self.gemm_gflops = Some(gflops(case.flops, t.best_ms)),
+            Ceiling::Copy => self.copy_gbps = Some(gbps(case.bytes, t.best_ms)),
+        }
+    }
+
+    /// `case`'s median throughput as a percentage of its ceiling, once that is measured.
+    fn percent(&self, case: &Case, t: &Timing) -> Option<f64> {
+        match case.ceiling {
+            Ceiling::Gemm => self
+                .gemm_gflops
+                .map(|c| 100.0 * gflops(case.flops, t.median_ms) / c),
+            Ceiling::Copy => self
+                .copy_gbps
+                .map(|c| 100.0 * gbps(case.bytes, t.median_ms) / c),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run(args)) => args,
+        Ok(Command::Help) => {
+            // Ignore a closed pipe (`--help | head`).
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(why) => {
+            let synopsis = USAGE.lines().next().unwrap_or_default();
+            eprintln!(
+                "bench: {why}\n{synopsis}\n(--help lists the groups and explains the columns)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let gpu = match Gpu::shared() {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&gpu, &args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> std::result::Result<Command, String> {
+    let mut parsed = Args {
+        group: Group::All,
+        json: false,
+        quick: false,
+    };
+    let mut group_given = false;
+    for arg in args {
+        let group = match arg.as_str() {
+            "--help" | "-h" => return Ok(Command::Help),
+            "--json" => {
+                parsed.json = true;
+                continue;
+            }
+            "--quick" => {
+                parsed.quick = true;
+                continue;
+            }
+            "gemm" => Group::Gemm,
+            "elementwise" => Group::Elementwise,
+            "softmax" => Group::Softmax,
+            "reduce" => Group::Reduce,
+            "all" => Group::All,
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        if group_given {
+            return Err(format!(
+                "only one group may be given; {arg:?} is a second one"
+            ));
+        }
+        parsed.group = group;
+        group_given = true;
+    }
+    Ok(Command::Run(parsed))
+}
+
+fn run(gpu: &Arc<Gpu>, args: &Args) -> Result<()> {
+    let timestamps = gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+    // Recording per dispatch (CONVIRT_PROFILE=1) would distort wall-clock timings.
+    gpu.set_profiling(false)?;
+    let timer = if timestamps {
+        "GPU timestamps"
+    } else {
+        "wall clock"
+    };
+    if args.json {
+        println!(
+            "{{\"adapter\": {}, \"timer\": \"{timer}\"}}",
+            json_string(&gpu.describe())
+        );
+    } else {
+        println!("adapter: {}", gpu.describe());
+        println!(
+            "timer: {timer}; median of {} repetitions",
+            reps_label(args.quick)
+        );
+        print_header();
+    }
+    let mut ceilings = Ceilings::default();
+    for case in plan(gpu, args.group) {
+        let t = measure(gpu, &case, args.quick, timestamps)?;
+        if case.sets_ceiling {
+            ceilings.record(&case, &t);
+        }
+        let pct = ceilings.percent(&case, &t);
+        if args.json {
+            println!("{}", json_row(&case, &t, pct));
+        } else {
+            println!("{}", table_row(&case, &t, pct));
+        }
+        gpu.trim_pool();
+    }
+    if !args.json {
+        print_ceilings(&ceilings);
+    }
+    Ok(())
+}
+
+/// The cases of `group`, ceiling cases first.
+fn plan(gpu: &Gpu, group: Group) -> Vec<Case> {
+    let mut cases = Vec::new();
+    if group != Group::Gemm {
+        cases.push(copy_case());
+    }
+    if matches!(group, Group::Gemm | Group::All) {
+        cases.extend(gemm_cases(gpu));
+    }
+    if matches!(group, Group::Elementwise | Group::All) {
+        cases.extend(elementwise_cases());
+    }
+    if matches!(group, Group::Softmax | Group::All) {
+        cases.push(softmax_case());
+    }
+    if matches!(group, Group::Reduce | Group::All) {
+        cases.extend(reduce_cases());
+    }
+    cases
+}
+
+fn copy_case() -> Case {
+    Case {
+        kernel: "copy",
+        shape: vec![COPY_LEN],
+        inputs: vec![vec![COPY_LEN]],
+        run: Box::new(|t| t[0].copy()),
+        flops: 0.0,
+        bytes: 8.0 * COPY_LEN as f64,
+        ceiling: Ceiling::Copy,
+        sets_ceiling: true,
+    }
+}
+
+/// Square GEMMs (the largest first: it sets the ceiling), awkward shapes, then transposes.
+fn gemm_cases(gpu: &Gpu) -> Vec<Case> {
+    let largest = if gpu.is_cpu() { 1024 } else { 2048 };
+    let plain = GemmOptions::default;
+    let mut ceiling = gemm_case("gemm", [largest; 3], plain());
+    ceiling.sets_ceiling = true;
+    let mut cases = vec![ceiling];
+    for size in [256, 512, 1024, 2048].into_iter().filter(|&s| s < largest) {
+        cases.push(gemm_case("gemm", [size; 3], plain()));
+    }
+    cases.push(gemm_case("gemm", [1000, 1000, 1000], plain()));
+    cases.push(gemm_case("gemm", [7, 513, 129], plain()));
+    let trans_a = GemmOptions {
+        trans_a: true,
+        ..plain()
+    };
+    cases.push(gemm_case("gemm_tn", [1024; 3], trans_a));
+    let trans_b = GemmOptions {
+        trans_b: true,
+        ..plain()
+    };
+    cases.push(gemm_case("gemm_nt", [1024; 3], trans_b));
+    cases
+}
+
+/// `op(A) op(B)` with `op(A)` M x K and `op(B)` K x N, stored transposed as `opts` says.
+fn gemm_case(kernel: &'static str, [m, n, k]: [usize; 3], opts: GemmOptions) -> Case {
+    let a = if opts.trans_a { vec![k, m] } else { vec![m, k] };
+    let b = if opts.trans_b { vec![n, k] } else { vec![k, n] };
+    Case {
+        kernel,
+        shape: vec![m, n, k],
+        inputs: vec![a, b],
+        run: Box::new(move |t| t[0].gemm(&t[1], &opts)),
+        flops: 2.0 * (m * n * k) as f64,
+        bytes: 4.0 * (m * k + k * n + m * n) as f64,
+        ceiling: Ceiling::Gemm,
+        sets_ceiling: false,
+    }
+}
+
+/// A bandwidth-bound case on `inputs`, whose first shape is the one reported.
+fn memory_case(
+    kernel: &'static str,
+    inputs: Vec<Vec<usize>>,
+    run: fn(&[Tensor]) -> Result<Tensor>,
+    flops: usize,
+    bytes: usize,
+) -> Case {
+    Case {
+        kernel,
+        shape: inputs[0].clone(),
+        inputs,
+        run: Box::new(run),
+        flops: flops as f64,
+        bytes: bytes as f64,
+        ceiling: Ceiling::Copy,
+        sets_ceiling: false,
+    }
+}
+
+fn elementwise_cases() -> Vec<Case> {
+    let n = ELEMENTWISE_LEN;
+    let (rows, cols) = (ROWS, COLS);
+    vec![
+        memory_case("relu", vec![vec![n]], |t| t[0].relu(), n, 8 * n),
+        // GELU costs about 20 flops per element (erf), as the engine's profiler counts it.
+        memory_case("gelu", vec![vec![n]], |t| t[0].gelu(), 20 * n, 8 * n),
+        memory_case(
+            "add",
+            vec![vec![n], vec![n]],
+            |t| t[0].add(&t[1]),
+            n,
+            12 * n,
+        ),
+        memory_case(
+            "bias_add",
+            vec![vec![rows, cols], vec![cols]],
+            |t| t[0].bias_add(&t[1]),
+            rows * cols,
+            4 * (2 * rows * cols + cols),
+        ),
+    ]
+}
+
+fn softmax_case() -> Case {
+    let n = ROWS * COLS;
+    // max, subtract, exp, sum, divide: about 5 flops per element.
+    memory_case(
+        "softmax",
+        vec![vec![ROWS, COLS]],
+        |t| t[0].softmax(),
+        5 * n,
+        8 * n,
+    )
+}
+
+fn reduce_cases() -> Vec<Case> {
+    let n = ROWS * COLS;
+    vec![
+        memory_case(
+            "sum_axis0",
+            vec![vec![ROWS, COLS]],
+            |t| t[0].sum(0),
+            n,
+            4 * (n + COLS),
+        ),
+        memory_case(
+            "sum_axis1",
+            vec![vec![ROWS, COLS]],
+            |t| t[0].sum(1),
+            n,
+            4 * (n + ROWS),
+        ),
+    ]
+}
+
+/// Warms `case` up, then times its repetitions, cycling through its input sets.
+fn measure(gpu: &Arc<Gpu>, case: &Case, quick: bool, timestamps: bool) -> Result<Timing> {
+    let sets = input_sets(gpu, case)?;
+    gpu.sync()?;
+    let mut last_ms = 0.0;
+    for i in 0..WARMUP_RUNS {
+        last_ms = time_once(gpu, case, &sets[i % INPUT_SETS], timestamps)?;
+    }
+    let reps = if quick || last_ms > SLOW_RUN_MS {
+        QUICK_REPS
+    } else {
+        REPS
+    };
+    let mut times = (0..reps)
+        .map(|i| time_once(gpu, case, &sets[(WARMUP_RUNS + i) % INPUT_SETS], timestamps))
+        .collect::<Result<Vec<f64>>>()?;
+    gpu.set_profiling(false)?;
+    times.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median_ms: median(&times),
+        best_ms: times[0],
+        reps,
+    })
+}
+
+/// `INPUT_SETS` distinct sets of pseudo-random inputs for `case`.
+fn input_sets(gpu: &Arc<Gpu>, case: &Case) -> Result<Vec<Vec<Tensor>>> {
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    (0..INPUT_SETS)
+        .map(|_| {
+            case.inputs
+                .iter()
+                .map(|shape| {
+                    let data: Vec<f32> = (0..shape.iter().product())
+                        .map(|_| rng.next_f32())
+                        .collect();
+                    Tensor::from_slice(gpu, &data, shape)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// One repetition of `case` on `inputs`, in milliseconds; the device is idle afterwards.
+fn time_once(gpu: &Gpu, case: &Case, inputs: &[Tensor], timestamps: bool) -> Result<f64> {
+    if timestamps {
+        // Starting the profiler clears what the previous repetition recorded.
+        gpu.set_profiling(true)?;
+        let out = (case.run)(inputs)?;
+        let ns: f64 = gpu.profile()?.kernels.iter().map(|k| k.dur_ns).sum();
+        drop(out);
+        gpu.sync()?;
+        Ok(ns * 1e-6)
+    } else {
+        gpu.sync()?;
+        let start = Instant::now();
+        let out = (case.run)(inputs)?;
+        gpu.sync()?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        drop(out);
+        Ok(ms)
+    }
+}
+
+/// Median of sorted, non-empty `v` (the mean of the two middle values for an even count).
+fn median(v: &[f64]) -> f64 {
+    (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+}
+
+fn gflops(flops: f64, ms: f64) -> f64 {
+    flops / (ms * 1e-3) * 1e-9
+}
+
+fn gbps(bytes: f64, ms: f64) -> f64 {
+    bytes / (ms * 1e-3) * 1e-9
+}
+
+/// Deterministic pseudo-random inputs (xorshift64), uniform in [-1, 1).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+fn reps_label(quick: bool) -> String {
+    if quick {
+        format!("{QUICK_REPS}")
+    } else {
+        format!("{REPS} ({QUICK_REPS} when a run takes over {SLOW_RUN_MS} ms)")
+    }
+}
+
+fn print_header() {
+    println!(
+        "{:<10} {:<16} {:>5} {:>10} {:>9} {:>8} {:>7} {:<7}",
+        "kernel", "shape", "reps", "median ms", "GFLOP/s", "GB/s", "% ceil", "ceiling"
+    );
+}
+
+fn table_row(case: &Case, t: &Timing, pct: Option<f64>) -> String {
+    let shape = case
+        .shape
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join("x");
+    let flops = if case.flops > 0.0 {
+        format!("{:.1}", gflops(case.flops, t.median_ms))
+    } else {
+        "-".into()
+    };
+    let pct = pct.map_or("-".into(), |p| format!("{p:.1}"));
+    let mark = if case.sets_ceiling { " (sets it)" } else { "" };
+    format!(
+        "{:<10} {:<16} {:>5} {:>10.3} {:>9} {:>8.2} {:>7} {}{mark}",
+        case.kernel,
+        shape,
+        t.reps,
+        t.median_ms,
+        flops,
+        gbps(case.bytes, t.median_ms),
+        pct,
+        case.ceiling.name()
+    )
+}
+
+fn print_ceilings(c: &Ceilings) {
+    if let Some(g) = c.gemm_gflops {
+        println!("gemm ceiling: {g:.1} GFLOP/s (fastest repetition of the largest square GEMM)");
+    }
+    if let Some(b) = c.copy_gbps {
+        println!("copy ceiling: {b:.2} GB/s (fastest repetition of the 64 MiB copy, read + write)");
+    }
+}
+
+fn json_row(case: &Case, t: &Timing, pct: Option<f64>) -> String {
+    let shape = case
+        .shape
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{{\"kernel\": {}, \"shape\": [{shape}], \"median_ms\": {}, \"best_ms\": {}, \"reps\": {}, \
+         \"gflops\": {}, \"gbps\": {}, \"pct_of_ceiling\": {}, \"ceiling\": \"{}\", \
+         \"sets_ceiling\": {}}}",
+        json_string(case.kernel),
+        json_number(t.median_ms),
+        json_number(t.best_ms),
+        t.reps,
+        json_number(gflops(case.flops, t.median_ms)),
+        json_number(gbps(case.bytes, t.median_ms)),
+        pct.map_or("null".into(), json_number),
+        case.ceiling.name(),
+        case.sets_ceiling
+    )
+}
+
+/// A finite number as JSON; `null` otherwise (JSON has no infinity or NaN).
+fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.4}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
