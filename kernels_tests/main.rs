@@ -7,6 +7,7 @@
 
 mod autograd;
 mod common;
+mod conv;
 mod elementwise;
 mod errors;
 mod gemm;

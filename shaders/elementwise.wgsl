@@ -7,11 +7,11 @@
 // binary  y = f(x, z):     0 add, 1 sub, 2 mul, 3 div,
 //                          4 ReLU backward (x = grad, z = input), 5 GELU backward (same),
 //                          6 tanh backward (x = grad, z = output)
-// bias    y = x + z[i % inner]   (z broadcast along the last axis)
+// bias    y = x + z[(i / inner) % channels]   (z broadcast along one axis)
 // fill    y = a
 
 struct Params {
-    n: u32, inner: u32, _pad0: u32, _pad: u32,
+    n: u32, inner: u32, channels: u32, _pad: u32,
     a: f32, b: f32, _pad1: f32, _pad2: f32,
 }
 
@@ -90,6 +90,6 @@ fn bias_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = element(wid, nwg, lid);
     if (i < p.n) {
-        y[i] = x[i] + z[i % p.inner];
+        y[i] = x[i] + z[(i / p.inner) % p.channels];
     }
 }

@@ -22,8 +22,10 @@ const WG: u32 = 256;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
+    /// bias_add: elements per bias value, and the bias length.
     inner: u32,
-    _pad: [u32; 2],
+    channels: u32,
+    _pad: u32,
     a: f32,
     b: f32,
     _pad1: [f32; 2],
@@ -134,7 +136,8 @@ pub(crate) fn unary_raw(x: &Tensor, op: Unary, a: f32, b: f32) -> Result<Tensor>
     let params = Params {
         n,
         inner: 1,
-        _pad: [0; 2],
+        channels: 1,
+        _pad: 0,
         a,
         b,
         _pad1: [0.0; 2],
@@ -162,7 +165,8 @@ pub(crate) fn binary_raw(x: &Tensor, z: &Tensor, op: Binary) -> Result<Tensor> {
     let params = Params {
         n,
         inner: 1,
-        _pad: [0; 2],
+        channels: 1,
+        _pad: 0,
         a: 0.0,
         b: 0.0,
         _pad1: [0.0; 2],
@@ -192,7 +196,8 @@ impl Tensor {
         let params = Params {
             n,
             inner: 1,
-            _pad: [0; 2],
+            channels: 1,
+            _pad: 0,
             a: value,
             b: 0.0,
             _pad1: [0.0; 2],
@@ -371,23 +376,32 @@ impl Tensor {
 
     /// `self + bias`, with `bias` (shape `[n]`) broadcast along the last axis (of length n).
     pub fn bias_add(&self, bias: &Tensor) -> Result<Tensor> {
+        self.bias_add_axis(bias, self.rank().max(1) - 1)
+    }
+
+    /// `self + bias`, with `bias` (shape `[C]`) broadcast along `axis` (of length C): axis 1 of
+    /// an NCHW tensor is a per-channel bias.
+    pub fn bias_add_axis(&self, bias: &Tensor, axis: usize) -> Result<Tensor> {
         let op = "bias_add";
-        let inner = *self.shape().last().unwrap_or(&1);
-        if bias.shape() != [inner] {
+        super::check_axis(op, self, axis)?;
+        let channels = self.shape()[axis];
+        if bias.shape() != [channels] {
             return Err(Error::Shape {
                 op,
                 lhs: self.shape().to_vec(),
                 rhs: bias.shape().to_vec(),
-                why: format!("the bias must have shape [{inner}], the input's last axis"),
+                why: format!("the bias must have shape [{channels}], the length of axis {axis}"),
             });
         }
         self.expect_dtype(op, DType::F32)?;
         let n = u32_len(op, self.numel())?;
+        let inner: usize = self.shape()[axis + 1..].iter().product();
         let y = Tensor::uninit(self.gpu(), self.shape(), DType::F32, op)?;
         let params = Params {
             n,
             inner: inner as u32,
-            _pad: [0; 2],
+            channels: channels as u32,
+            _pad: 0,
             a: 0.0,
             b: 0.0,
             _pad1: [0.0; 2],
@@ -404,12 +418,13 @@ impl Tensor {
                 (bias.buffer(), Access::Read),
             ],
             n as u64,
-            8 * n as u64 + 4 * inner as u64,
+            8 * n as u64 + 4 * channels as u64,
         )?;
-        let rows = self.numel() / inner.max(1);
+        let outer = self.numel() / (channels * inner).max(1);
         Ok(record(op, y, &[self, bias], move |g, needs| {
             let db = if needs[1] {
-                Some(g.reshape(&[rows, inner])?.sum(0)?)
+                let per_channel = g.reshape(&[outer, channels, inner])?.sum(2)?;
+                Some(per_channel.sum(0)?)
             } else {
                 None
             };

@@ -1,6 +1,7 @@
 //! Host side of every kernel family: shape checks, the dispatch, the flop and byte counts, and
 //! the backward rule, side by side. One file per `shaders/*.wgsl`.
 
+pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod permute;

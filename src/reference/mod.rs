@@ -236,3 +236,49 @@ pub fn permute(x: &[f64], shape: &[usize], dims: &[usize]) -> Vec<f64> {
     }
     y
 }
+
+/// `torch.nn.functional.conv2d` on NCHW / OIHW, square stride and zero padding; returns the
+/// output and its shape.
+pub fn conv2d(
+    x: &[f64],
+    x_shape: [usize; 4],
+    w: &[f64],
+    w_shape: [usize; 4],
+    bias: Option<&[f64]>,
+    stride: usize,
+    pad: usize,
+) -> (Vec<f64>, [usize; 4]) {
+    let [n, c, h, wd] = x_shape;
+    let [o, _, kh, kw] = w_shape;
+    let (oh, ow) = (
+        (h + 2 * pad - kh) / stride + 1,
+        (wd + 2 * pad - kw) / stride + 1,
+    );
+    let mut y = vec![0.0; n * o * oh * ow];
+    for b in 0..n {
+        for f in 0..o {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias.map_or(0.0, |bias| bias[f]);
+                    for ch in 0..c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let (yy, xx) = (
+                                    (oy * stride + i) as isize - pad as isize,
+                                    (ox * stride + j) as isize - pad as isize,
+                                );
+                                if yy < 0 || xx < 0 || yy >= h as isize || xx >= wd as isize {
+                                    continue;
+                                }
+                                s += x[((b * c + ch) * h + yy as usize) * wd + xx as usize]
+                                    * w[((f * c + ch) * kh + i) * kw + j];
+                            }
+                        }
+                    }
+                    y[((b * o + f) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    (y, [n, o, oh, ow])
+}

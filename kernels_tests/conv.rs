@@ -1,0 +1,98 @@
+//! Convolution: the kernel sizes, strides and paddings of ResNet on awkward shapes, forward and
+//! both backwards.
+
+use crate::common::*;
+use convirt::reference;
+
+/// (N, C, H, W, O, K, stride, padding): ResNet's 7x7/2, 3x3/1, 3x3/2, 1x1/1, 1x1/2 and odd sizes.
+const CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 7] = [
+    (2, 3, 23, 19, 5, 7, 2, 3),
+    (1, 4, 9, 9, 6, 3, 1, 1),
+    (3, 5, 11, 8, 4, 3, 2, 1),
+    (2, 6, 7, 5, 3, 1, 1, 0),
+    (2, 6, 9, 7, 3, 1, 2, 0),
+    (1, 1, 1, 1, 1, 1, 1, 0),
+    (1, 2, 4, 4, 2, 3, 1, 0),
+];
+
+#[test]
+fn conv2d_forward() {
+    for (t, &(n, c, h, w, o, k, s, p)) in CASES.iter().enumerate() {
+        let mut rng = Rng::new(t as u64);
+        let x = rng.vec(n * c * h * w, -1.0, 1.0);
+        let wt = rng.vec(o * c * k * k, -1.0, 1.0);
+        let b = rng.vec(o, -1.0, 1.0);
+        for bias in [false, true] {
+            let bt = upload(&b, &[o]);
+            let y = upload(&x, &[n, c, h, w])
+                .conv2d(&upload(&wt, &[o, c, k, k]), bias.then_some(&bt), s, p)
+                .unwrap();
+            let (want, shape) = reference::conv2d(
+                &x,
+                [n, c, h, w],
+                &wt,
+                [o, c, k, k],
+                bias.then_some(&b[..]),
+                s,
+                p,
+            );
+            assert_eq!(y.shape(), shape.as_slice());
+            assert_close(
+                &format!("conv2d case {t} bias {bias}"),
+                &y.to_vec().unwrap(),
+                &want,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_many_channels_uses_many_workgroups() {
+    // ResNet stage-1 sized channels on a small image: long reductions (K = 576) in the GEMM.
+    let (n, c, h, w, o) = (2, 64, 10, 9, 64);
+    let mut rng = Rng::new(5);
+    let x = rng.vec(n * c * h * w, -1.0, 1.0);
+    let wt = rng.vec(o * c * 9, -0.1, 0.1);
+    let y = upload(&x, &[n, c, h, w])
+        .conv2d(&upload(&wt, &[o, c, 3, 3]), None, 1, 1)
+        .unwrap();
+    let (want, _) = reference::conv2d(&x, [n, c, h, w], &wt, [o, c, 3, 3], None, 1, 1);
+    assert_close("conv2d 64->64 3x3", &y.to_vec().unwrap(), &want, 1e-5);
+}
+
+#[test]
+fn conv2d_backward() {
+    for (t, &(n, c, h, w, o, k, s, p)) in CASES.iter().enumerate() {
+        let mut rng = Rng::new(100 + t as u64);
+        let inputs = [
+            input(rng.vec(n * c * h * w, -1.0, 1.0), &[n, c, h, w]),
+            input(rng.vec(o * c * k * k, -1.0, 1.0), &[o, c, k, k]),
+            input(rng.vec(o, -1.0, 1.0), &[o]),
+        ];
+        check_grad(
+            &format!("conv2d case {t}"),
+            &inputs,
+            |x| x[0].conv2d(&x[1], Some(&x[2]), s, p),
+            |d| reference::conv2d(&d[0], [n, c, h, w], &d[1], [o, c, k, k], Some(&d[2]), s, p).0,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn conv2d_shape_errors_name_both_shapes() {
+    let x = upload(&[0.5; 2 * 3 * 4 * 4], &[2, 3, 4, 4]);
+    let err = x
+        .conv2d(&upload(&[0.5; 5 * 2 * 9], &[5, 2, 3, 3]), None, 1, 1)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("conv2d") && msg.contains("[2, 3, 4, 4]") && msg.contains("[5, 2, 3, 3]"),
+        "{msg}"
+    );
+    let err = x
+        .conv2d(&upload(&[0.5; 5 * 3 * 49], &[5, 3, 7, 7]), None, 1, 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}

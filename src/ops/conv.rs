@@ -1,0 +1,235 @@
+//! 2-D convolution (`shaders/conv.wgsl` + the GEMM): NCHW input, OIHW weight, square stride and
+//! padding, optional bias. Forward: `im2col`, then `W[O, C*KH*KW] x cols[n]` for every image n
+//! (one batched GEMM, W shared). Backward: the columns are recomputed rather than kept (they are
+//! KH*KW times the input), then `dW = sum_n dY[n] cols[n]^T` and `dx = col2im(W^T dY[n])`.
+//! 1x1 stride-1 convolutions skip im2col: the input already is the column matrix.
+
+use super::u32_len;
+use crate::autograd::{no_grad, record};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
+use crate::ops::GemmOptions;
+use crate::tensor::{DType, Tensor};
+
+pub const SHADER: ShaderSource = ShaderSource {
+    name: "conv",
+    wgsl: include_str!("../../shaders/conv.wgsl"),
+};
+
+const WG: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    total: u32,
+    _pad: u32,
+}
+
+/// The geometry of one convolution, checked.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    fn new(x: &Tensor, weight: &Tensor, stride: usize, pad: usize) -> Result<Geometry> {
+        let shape_err = |why: String| Error::Shape {
+            op: "conv2d",
+            lhs: x.shape().to_vec(),
+            rhs: weight.shape().to_vec(),
+            why,
+        };
+        let (&[n, c, h, w], &[o, wc, kh, kw]) = (x.shape(), weight.shape()) else {
+            return Err(shape_err(
+                "the input must be [N, C, H, W] and the weight [O, C, KH, KW]".into(),
+            ));
+        };
+        if wc != c {
+            return Err(shape_err(format!(
+                "the input has {c} channels, the weight expects {wc}"
+            )));
+        }
+        if stride == 0 {
+            return Err(Error::Invalid {
+                op: "conv2d",
+                why: "stride must be at least 1".into(),
+            });
+        }
+        if h + 2 * pad < kh || w + 2 * pad < kw {
+            return Err(shape_err(format!(
+                "a {kh}x{kw} kernel does not fit a {h}x{w} input padded by {pad}"
+            )));
+        }
+        let (oh, ow) = (
+            (h + 2 * pad - kh) / stride + 1,
+            (w + 2 * pad - kw) / stride + 1,
+        );
+        Ok(Geometry {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            oh,
+            ow,
+            stride,
+            pad,
+        })
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    fn params(&self, total: usize) -> Result<Params> {
+        let u = |v: usize| u32_len("conv2d", v);
+        Ok(Params {
+            n: u(self.n)?,
+            c: u(self.c)?,
+            h: u(self.h)?,
+            w: u(self.w)?,
+            oh: u(self.oh)?,
+            ow: u(self.ow)?,
+            kh: u(self.kh)?,
+            kw: u(self.kw)?,
+            stride: u(self.stride)?,
+            pad: u(self.pad)?,
+            total: u(total)?,
+            _pad: 0,
+        })
+    }
+}
+
+fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Result<()> {
+    let p = g.params(dst.numel())?;
+    src.gpu().dispatch(&Dispatch {
+        kernel: Kernel {
+            shader: SHADER,
+            entry,
+            overrides: &[("WG", WG as f64)],
+        },
+        name: if entry == "im2col" {
+            "conv.im2col"
+        } else {
+            "conv.col2im"
+        },
+        params: bytemuck::bytes_of(&p),
+        buffers: &[
+            (src.buffer(), Access::Read),
+            (dst.buffer(), Access::ReadWrite),
+        ],
+        workgroups: src.gpu().grid(p.total.div_ceil(WG)),
+        flops: 0,
+        bytes: 8 * dst.numel() as u64,
+    })
+}
+
+/// The column matrices `[N, C*KH*KW, OH*OW]` of `x`.
+fn columns(x: &Tensor, g: &Geometry) -> Result<Tensor> {
+    if g.is_pointwise() {
+        return x.detach().reshape(&[g.n, g.c, g.h * g.w]);
+    }
+    let cols = Tensor::uninit(
+        x.gpu(),
+        &[g.n, g.ckk(), g.oh * g.ow],
+        DType::F32,
+        "conv2d im2col",
+    )?;
+    launch("im2col", g, x, &cols)?;
+    Ok(cols)
+}
+
+/// The input gradient from column gradients `[N, C*KH*KW, OH*OW]`.
+fn fold(dcols: Tensor, g: &Geometry) -> Result<Tensor> {
+    if g.is_pointwise() {
+        return dcols.reshape(&[g.n, g.c, g.h, g.w]);
+    }
+    let dx = Tensor::uninit(
+        dcols.gpu(),
+        &[g.n, g.c, g.h, g.w],
+        DType::F32,
+        "conv2d col2im",
+    )?;
+    launch("col2im", g, &dcols, &dx)?;
+    Ok(dx)
+}
+
+impl Tensor {
+    /// Cross-correlation as `torch.nn.functional.conv2d`: input `[N, C, H, W]`, weight
+    /// `[O, C, KH, KW]`, optional bias `[O]`, the same stride and zero padding on both axes.
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Tensor> {
+        let g = Geometry::new(self, weight, stride, padding)?;
+        self.expect_dtype("conv2d", DType::F32)?;
+        let w2d = weight.detach().reshape(&[g.o, g.ckk()])?;
+        let y = no_grad(|| -> Result<Tensor> {
+            let cols = columns(self, &g)?;
+            w2d.matmul(&cols)?.reshape(&[g.n, g.o, g.oh, g.ow])
+        })?;
+        let x = self.detach();
+        let out = record("conv2d", y, &[self, weight], move |dy, needs| {
+            let dy = dy.reshape(&[g.n, g.o, g.oh * g.ow])?;
+            let dw = if needs[1] {
+                let cols = columns(&x, &g)?;
+                let per_image = dy.gemm(
+                    &cols,
+                    &GemmOptions {
+                        trans_b: true,
+                        ..Default::default()
+                    },
+                )?;
+                Some(per_image.sum(0)?.reshape(&[g.o, g.c, g.kh, g.kw])?)
+            } else {
+                None
+            };
+            let dx = if needs[0] {
+                let dcols = w2d.gemm(
+                    &dy,
+                    &GemmOptions {
+                        trans_a: true,
+                        ..Default::default()
+                    },
+                )?;
+                Some(fold(dcols, &g)?)
+            } else {
+                None
+            };
+            Ok(vec![dx, dw])
+        });
+        match bias {
+            Some(b) => out.bias_add_axis(b, 1),
+            None => Ok(out),
+        }
+    }
+}
