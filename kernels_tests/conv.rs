@@ -96,3 +96,51 @@ fn conv2d_shape_errors_name_both_shapes() {
         .unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
 }
+
+#[test]
+fn conv2d_in_image_chunks_matches_the_whole_batch() {
+    // A scratch budget of one image's columns forces one chunk per image, forward and backward.
+    let opts = convirt::GpuOptions {
+        scratch_bytes: Some(4096),
+        poison: true,
+        quiet: true,
+        ..convirt::GpuOptions::from_env()
+    };
+    let small = convirt::Gpu::new(opts).unwrap();
+    let (n, c, h, w, o, k, s, p) = (3, 4, 9, 7, 5, 3, 2, 1);
+    let mut rng = Rng::new(77);
+    let (x, wt) = (
+        rng.vec(n * c * h * w, -1.0, 1.0),
+        rng.vec(o * c * k * k, -1.0, 1.0),
+    );
+    let (want, out_shape) = reference::conv2d(&x, [n, c, h, w], &wt, [o, c, k, k], None, s, p);
+    let run = |g: &std::sync::Arc<convirt::Gpu>| {
+        let xt = convirt::Tensor::param(g, &to_f32(&x), &[n, c, h, w]).unwrap();
+        let wtt = convirt::Tensor::param(g, &to_f32(&wt), &[o, c, k, k]).unwrap();
+        let y = xt.conv2d(&wtt, None, s, p).unwrap();
+        let weights = convirt::Tensor::from_slice(
+            g,
+            &to_f32(&Rng::new(1).vec(y.numel(), -1.0, 1.0)),
+            y.shape(),
+        )
+        .unwrap();
+        y.mul(&weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        (
+            y.to_vec().unwrap(),
+            xt.grad().unwrap().to_vec().unwrap(),
+            wtt.grad().unwrap().to_vec().unwrap(),
+        )
+    };
+    let (y, dx, dw) = run(&small);
+    assert_eq!(out_shape, [n, o, 5, 4]);
+    assert_close("chunked conv2d forward", &y, &want, 1e-5);
+    let (_, dx_whole, dw_whole) = run(&gpu());
+    let as_f64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    assert_close("chunked conv2d d/dx", &dx, &as_f64(&dx_whole), 1e-6);
+    assert_close("chunked conv2d d/dw", &dw, &as_f64(&dw_whole), 1e-5);
+}

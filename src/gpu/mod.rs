@@ -35,6 +35,9 @@ pub struct GpuOptions {
     pub poison: bool,
     /// Do not print the chosen adapter.
     pub quiet: bool,
+    /// Bytes one temporary (im2col columns, ...) may take before an op splits its work; default
+    /// the adapter's largest binding, at most 256 MiB.
+    pub scratch_bytes: Option<u64>,
 }
 
 impl GpuOptions {
@@ -104,6 +107,7 @@ pub struct Gpu {
     profiling: AtomicBool,
     profile: Mutex<ProfileState>,
     poison: AtomicBool,
+    scratch_bytes: u64,
     dispatch_count: AtomicU64,
     submit_count: AtomicU64,
 }
@@ -182,6 +186,10 @@ impl Gpu {
                 profile: Profile::default(),
             }),
             poison: AtomicBool::new(opts.poison),
+            scratch_bytes: opts
+                .scratch_bytes
+                .unwrap_or(256 << 20)
+                .min(limits.max_storage_buffer_binding_size),
             dispatch_count: AtomicU64::new(0),
             submit_count: AtomicU64::new(0),
             device,
@@ -221,6 +229,11 @@ impl Gpu {
         self.limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
+    }
+
+    /// Bytes one temporary may take before an op splits its work into chunks.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch_bytes
     }
 
     pub fn pool_stats(&self) -> PoolStats {
@@ -298,6 +311,24 @@ impl Gpu {
         let mut batch = self.lock_batch();
         self.encoder(&mut batch)
             .copy_buffer_to_buffer(&staging, 0, dst, 0, len);
+    }
+
+    /// Records a device-side copy of `bytes` bytes (multiples of 4) between buffers, in order
+    /// with the dispatches around it.
+    pub fn copy(
+        &self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        if bytes == 0 {
+            return;
+        }
+        let mut batch = self.lock_batch();
+        self.encoder(&mut batch)
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
     /// Reads the first `bytes` bytes of `buf` back to the host; flushes the batch.

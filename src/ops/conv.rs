@@ -2,7 +2,8 @@
 //! padding, optional bias. Forward: `im2col`, then `W[O, C*KH*KW] x cols[n]` for every image n
 //! (one batched GEMM, W shared). Backward: the columns are recomputed rather than kept (they are
 //! KH*KW times the input), then `dW = sum_n dY[n] cols[n]^T` and `dx = col2im(W^T dY[n])`.
-//! 1x1 stride-1 convolutions skip im2col: the input already is the column matrix.
+//! 1x1 stride-1 convolutions skip im2col: the input already is the column matrix. Batches whose
+//! columns would exceed a storage binding (ResNet-50 at batch 32, 224 px) run in image chunks.
 
 use super::u32_len;
 use crate::autograd::{no_grad, record};
@@ -180,6 +181,61 @@ fn fold(dcols: Tensor, g: &Geometry) -> Result<Tensor> {
     Ok(dx)
 }
 
+/// Images per chunk so that one chunk's columns stay within the device's scratch budget.
+fn chunk_images(x: &Tensor, g: &Geometry) -> usize {
+    let per_image = (g.ckk() * g.oh * g.ow * 4) as u64;
+    let budget = x.gpu().scratch_bytes();
+    ((budget / per_image.max(1)) as usize).clamp(1, g.n)
+}
+
+/// Images `n0 .. n0 + count` of an [N, ...] tensor, copied on the device.
+fn images(t: &Tensor, n0: usize, count: usize) -> Result<Tensor> {
+    if n0 == 0 && count == t.shape()[0] {
+        return Ok(t.detach());
+    }
+    let mut shape = t.shape().to_vec();
+    let per_image = t.numel() / shape[0];
+    shape[0] = count;
+    let out = Tensor::uninit(t.gpu(), &shape, DType::F32, "conv2d chunk")?;
+    t.gpu().copy(
+        t.buffer(),
+        (4 * n0 * per_image) as u64,
+        out.buffer(),
+        0,
+        (4 * count * per_image) as u64,
+    );
+    Ok(out)
+}
+
+/// `f` on chunks of images, each result written into its place of one [N, ...] output.
+fn per_chunk(
+    x: &Tensor,
+    g: &Geometry,
+    out_shape: &[usize],
+    f: impl Fn(&Tensor, &Geometry) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let chunk = chunk_images(x, g);
+    if chunk == g.n {
+        return f(x, g);
+    }
+    let out = Tensor::uninit(x.gpu(), out_shape, DType::F32, "conv2d")?;
+    let per_image = out.numel() / g.n;
+    let mut n0 = 0;
+    while n0 < g.n {
+        let count = chunk.min(g.n - n0);
+        let part = f(&images(x, n0, count)?, &Geometry { n: count, ..*g })?;
+        x.gpu().copy(
+            part.buffer(),
+            0,
+            out.buffer(),
+            (4 * n0 * per_image) as u64,
+            (4 * count * per_image) as u64,
+        );
+        n0 += count;
+    }
+    Ok(out)
+}
+
 impl Tensor {
     /// Cross-correlation as `torch.nn.functional.conv2d`: input `[N, C, H, W]`, weight
     /// `[O, C, KH, KW]`, optional bias `[O]`, the same stride and zero padding on both axes.
@@ -193,35 +249,51 @@ impl Tensor {
         let g = Geometry::new(self, weight, stride, padding)?;
         self.expect_dtype("conv2d", DType::F32)?;
         let w2d = weight.detach().reshape(&[g.o, g.ckk()])?;
-        let y = no_grad(|| -> Result<Tensor> {
-            let cols = columns(self, &g)?;
-            w2d.matmul(&cols)?.reshape(&[g.n, g.o, g.oh, g.ow])
+        let y = no_grad(|| {
+            per_chunk(self, &g, &[g.n, g.o, g.oh, g.ow], |x, g| {
+                w2d.matmul(&columns(x, g)?)?
+                    .reshape(&[g.n, g.o, g.oh, g.ow])
+            })
         })?;
         let x = self.detach();
         let out = record("conv2d", y, &[self, weight], move |dy, needs| {
             let dy = dy.reshape(&[g.n, g.o, g.oh * g.ow])?;
-            let dw = if needs[1] {
-                let cols = columns(&x, &g)?;
-                let per_image = dy.gemm(
-                    &cols,
-                    &GemmOptions {
-                        trans_b: true,
-                        ..Default::default()
-                    },
-                )?;
-                Some(per_image.sum(0)?.reshape(&[g.o, g.c, g.kh, g.kw])?)
-            } else {
-                None
-            };
+            let chunk = chunk_images(&x, &g);
+            let mut dw: Option<Tensor> = None;
+            if needs[1] {
+                for n0 in (0..g.n).step_by(chunk) {
+                    let count = chunk.min(g.n - n0);
+                    let part = Geometry { n: count, ..g };
+                    let cols = columns(&images(&x, n0, count)?, &part)?;
+                    let dy_part = images(&dy, n0, count)?;
+                    let per_image = dy_part.gemm(
+                        &cols,
+                        &GemmOptions {
+                            trans_b: true,
+                            ..Default::default()
+                        },
+                    )?;
+                    let sum = per_image.sum(0)?;
+                    dw = Some(match dw {
+                        Some(acc) => acc.add(&sum)?,
+                        None => sum,
+                    });
+                }
+            }
+            let dw = dw.map(|d| d.reshape(&[g.o, g.c, g.kh, g.kw])).transpose()?;
             let dx = if needs[0] {
-                let dcols = w2d.gemm(
-                    &dy,
-                    &GemmOptions {
-                        trans_a: true,
-                        ..Default::default()
-                    },
-                )?;
-                Some(fold(dcols, &g)?)
+                Some(per_chunk(&dy, &g, &[g.n, g.c, g.h, g.w], |dy, g| {
+                    fold(
+                        w2d.gemm(
+                            dy,
+                            &GemmOptions {
+                                trans_a: true,
+                                ..Default::default()
+                            },
+                        )?,
+                        g,
+                    )
+                })?)
             } else {
                 None
             };
