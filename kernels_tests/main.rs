@@ -6,13 +6,16 @@
 //! in CI that is Mesa's lavapipe.
 
 mod autograd;
+mod batchnorm;
 mod common;
 mod conv;
 mod elementwise;
 mod errors;
 mod gemm;
 mod permute;
+mod pool;
 mod profiler;
 mod reduce;
+mod resnet;
 mod shaders;
 mod softmax;

@@ -8,8 +8,11 @@
 //! tests.
 
 pub mod autograd;
+pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod models;
+pub mod nn;
 pub mod ops;
 pub mod reference;
 pub mod tensor;

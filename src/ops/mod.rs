@@ -1,10 +1,12 @@
 //! Host side of every kernel family: shape checks, the dispatch, the flop and byte counts, and
 //! the backward rule, side by side. One file per `shaders/*.wgsl`.
 
+pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod permute;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 
@@ -19,8 +21,11 @@ use crate::tensor::Tensor;
 /// variants unrolled): what the portability tests validate and translate.
 pub fn all_shaders() -> Vec<ShaderSource> {
     let mut all = vec![
+        batchnorm::SHADER,
+        conv::SHADER,
         elementwise::SHADER,
         permute::SHADER,
+        pool::SHADER,
         reduce::SHADER,
         softmax::SHADER,
     ];

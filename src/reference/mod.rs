@@ -282,3 +282,88 @@ pub fn conv2d(
     }
     (y, [n, o, oh, ow])
 }
+
+/// Training-mode batch norm of `[N, C, H, W]` or `[N, C]`: `(y, batch mean, unbiased variance)`.
+pub fn batch_norm_train(
+    x: &[f64],
+    shape: &[usize],
+    weight: &[f64],
+    bias: &[f64],
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (n, c, hw) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+    let m = (n * hw) as f64;
+    let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
+    for b in 0..n {
+        for ch in 0..c {
+            for s in 0..hw {
+                mean[ch] += x[(b * c + ch) * hw + s] / m;
+            }
+        }
+    }
+    for b in 0..n {
+        for ch in 0..c {
+            for s in 0..hw {
+                var[ch] += (x[(b * c + ch) * hw + s] - mean[ch]).powi(2) / m;
+            }
+        }
+    }
+    let y = batch_norm_eval(x, shape, weight, bias, &mean, &var, eps, false);
+    let unbiased = var.iter().map(|v| v * m / (m - 1.0)).collect();
+    (y, mean, unbiased)
+}
+
+/// Evaluation-mode batch norm with the given (running) mean and variance, then ReLU if `relu`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_eval(
+    x: &[f64],
+    shape: &[usize],
+    weight: &[f64],
+    bias: &[f64],
+    mean: &[f64],
+    var: &[f64],
+    eps: f64,
+    relu: bool,
+) -> Vec<f64> {
+    let (c, hw) = (shape[1], shape[2..].iter().product::<usize>());
+    let mut y = Vec::with_capacity(x.len());
+    for (i, v) in x.iter().enumerate() {
+        let ch = (i / hw) % c;
+        let out = (v - mean[ch]) / (var[ch] + eps).sqrt() * weight[ch] + bias[ch];
+        y.push(if relu { out.max(0.0) } else { out });
+    }
+    y
+}
+
+/// Max pooling of the planes of `[N, C, H, W]`, padding as -infinity: `(y, output shape)`.
+pub fn max_pool2d(
+    x: &[f64],
+    shape: &[usize],
+    k: usize,
+    s: usize,
+    p: usize,
+) -> (Vec<f64>, Vec<usize>) {
+    let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut y = Vec::with_capacity(n * c * oh * ow);
+    for plane in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best = f64::NEG_INFINITY;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (iy, ix) = (
+                            (oy * s + ky) as isize - p as isize,
+                            (ox * s + kx) as isize - p as isize,
+                        );
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            best = best.max(x[(plane * h + iy as usize) * w + ix as usize]);
+                        }
+                    }
+                }
+                y.push(best);
+            }
+        }
+    }
+    (y, vec![n, c, oh, ow])
+}

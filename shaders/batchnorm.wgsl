@@ -1,0 +1,193 @@
+// Batch normalisation of x seen as [N, C, HW] (PyTorch's BatchNorm2d; [N, C] is HW = 1),
+// forward and backward. Per-channel reductions give each channel a workgroup whose
+// invocations stride over its M = N * HW elements and combine in workgroup memory; the maps
+// are one invocation per element, of channel (i / HW) % C.
+//
+// stats            y[c] = mean, y[C + c] = biased variance of channel c. Two passes over x:
+//                  the variance sums squared deviations from the mean, which E[x^2] - mean^2
+//                  would lose to cancellation when the mean is large.
+// update_row       y[c] = scale * x[row + c], or blended into y, (1 - momentum) y + momentum
+//                  scale x (BLEND): the running-statistics update, and one row of a [2, C]
+//                  result copied out as a tensor of its own
+// normalize        y = (x - mean) * invstd * weight + bias, then ReLU (RELU);
+//                  invstd = 1 / sqrt(var + eps)
+// backward_reduce  y[c] = sum(g * xhat), y[C + c] = sum(g) over channel c, xhat the normalised
+//                  input; with RELU, g is first masked where the forward output was clamped
+// backward_train   dx = weight * invstd * (g - sum(g) / M - xhat * sum(g * xhat) / M)
+// backward_eval    dx = g * weight * invstd, g masked as in backward_reduce (RELU)
+//
+// Bindings: 1 x (the forward input), 2 y (the output), 3 mean, 4 var, 5 weight, 6 bias,
+// 7 g (the incoming gradient), 8 sums (backward_reduce's result); each entry binds a prefix.
+// Training binds its [2, C] batch statistics as both mean and var, the variance at
+// var_off = C; evaluation binds the running tensors, var_off = 0. Keeping the variance rather
+// than invstd lets both modes share every kernel, for one inverseSqrt per element.
+
+struct Params {
+    n: u32, c: u32, hw: u32, m: u32,
+    var_off: u32, row: u32, _pad0: u32, _pad1: u32,
+    eps: f32, momentum: f32, scale: f32, _pad2: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> mean: array<f32>;
+@group(0) @binding(4) var<storage, read> variance: array<f32>;
+@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(6) var<storage, read> bias: array<f32>;
+@group(0) @binding(7) var<storage, read> g: array<f32>;
+@group(0) @binding(8) var<storage, read> sums: array<f32>;
+
+// A power of two, at most WG_MAX.
+override WG: u32 = 256u;
+// Fused ReLU after the normalisation (evaluation mode), forward and backward.
+override RELU: bool = false;
+// update_row blends into y instead of overwriting it.
+override BLEND: bool = false;
+const WG_MAX: u32 = 256u;
+
+var<workgroup> sh: array<vec2<f32>, WG_MAX>;
+
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return group_index(wid, nwg) * WG + lid.x;
+}
+
+fn channel(i: u32) -> u32 {
+    return (i / p.hw) % p.c;
+}
+
+// Index in x of the k-th of channel c's M elements.
+fn channel_element(c: u32, k: u32) -> u32 {
+    let n = k / p.hw;
+    return (n * p.c + c) * p.hw + (k - n * p.hw);
+}
+
+fn invstd(c: u32) -> f32 {
+    return inverseSqrt(variance[p.var_off + c] + p.eps);
+}
+
+// The normalised, scaled and shifted input before any ReLU. The backward kernels recompute
+// it through this same function for the ReLU mask, so the mask agrees with the forward.
+fn pre_activation(i: u32, c: u32) -> f32 {
+    return (x[i] - mean[c]) * invstd(c) * weight[c] + bias[c];
+}
+
+// The gradient reaching the normalisation: g, zeroed where the fused ReLU clamped.
+fn upstream(i: u32, c: u32) -> f32 {
+    if (RELU && pre_activation(i, c) <= 0.0) {
+        return 0.0;
+    }
+    return g[i];
+}
+
+// Sums sh over the workgroup; called by every invocation (it holds barriers).
+fn combine(lid: u32) -> vec2<f32> {
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            sh[lid] += sh[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = sh[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(WG)
+fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = group_index(wid, nwg);
+    let valid = c < p.c;
+    var s = 0.0;
+    if (valid) {
+        for (var k = lid.x; k < p.m; k += WG) {
+            s += x[channel_element(c, k)];
+        }
+    }
+    sh[lid.x] = vec2<f32>(s, 0.0);
+    let mu = combine(lid.x).x / f32(p.m);
+    var q = 0.0;
+    if (valid) {
+        for (var k = lid.x; k < p.m; k += WG) {
+            let d = x[channel_element(c, k)] - mu;
+            q += d * d;
+        }
+    }
+    sh[lid.x] = vec2<f32>(q, 0.0);
+    let v = combine(lid.x).x / f32(p.m);
+    if (valid && lid.x == 0u) {
+        y[c] = mu;
+        y[p.c + c] = v;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn update_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = element(wid, nwg, lid);
+    if (c >= p.c) { return; }
+    let v = p.scale * x[p.row + c];
+    if (BLEND) {
+        y[c] = (1.0 - p.momentum) * y[c] + p.momentum * v;
+    } else {
+        y[c] = v;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let v = pre_activation(i, channel(i));
+    y[i] = select(v, max(v, 0.0), RELU);
+}
+
+@compute @workgroup_size(WG)
+fn backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = group_index(wid, nwg);
+    let valid = c < p.c;
+    var acc = vec2<f32>(0.0);
+    if (valid) {
+        let mu = mean[c];
+        let inv = invstd(c);
+        for (var k = lid.x; k < p.m; k += WG) {
+            let i = channel_element(c, k);
+            let gi = upstream(i, c);
+            acc += vec2<f32>(gi * (x[i] - mu) * inv, gi);
+        }
+    }
+    sh[lid.x] = acc;
+    let s = combine(lid.x);
+    if (valid && lid.x == 0u) {
+        y[c] = s.x;
+        y[p.c + c] = s.y;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let c = channel(i);
+    let inv = invstd(c);
+    let xhat = (x[i] - mean[c]) * inv;
+    let inv_m = 1.0 / f32(p.m);
+    y[i] = weight[c] * inv * (g[i] - sums[p.c + c] * inv_m - xhat * sums[c] * inv_m);
+}
+
+@compute @workgroup_size(WG)
+fn backward_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = element(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let c = channel(i);
+    y[i] = upstream(i, c) * weight[c] * invstd(c);
+}

@@ -1,0 +1,5 @@
+//! Models assembled from `nn` layers: the encoders of ConVIRT.
+
+pub mod resnet;
+
+pub use resnet::{Arch, ResNet};
