@@ -35,6 +35,9 @@ usage: cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|a
   softmax      softmax over the rows of [4096, 1024]
   reduce       sum of [4096, 1024] over axis 0 and over axis 1
   all          everything above (the default)
+  resnet       ResNet-50's convolutions at batch 8, 224 px (forward, and forward + both
+               backwards), a whole ResNet-50 training step (forward, backward) at batch 8,
+               timed by wall clock, and the buffer pool's peak for one step at batch 32
 
   --json       one JSON object per line instead of a table (the first line names the adapter)
   --quick      3 timed repetitions instead of 10
@@ -75,6 +78,7 @@ enum Group {
     Softmax,
     Reduce,
     All,
+    Resnet,
 }
 
 struct Args {
@@ -214,6 +218,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> std::result::Result<Command
             "softmax" => Group::Softmax,
             "reduce" => Group::Reduce,
             "all" => Group::All,
+            "resnet" => Group::Resnet,
             other => return Err(format!("unknown argument {other:?}")),
         };
         if group_given {
@@ -266,12 +271,23 @@ fn run(gpu: &Arc<Gpu>, args: &Args) -> Result<()> {
     if !args.json {
         print_ceilings(&ceilings);
     }
+    if args.group == Group::Resnet {
+        resnet_steps(gpu, args)?;
+    }
     Ok(())
 }
 
 /// The cases of `group`, ceiling cases first.
 fn plan(gpu: &Gpu, group: Group) -> Vec<Case> {
     let mut cases = Vec::new();
+    if group == Group::Resnet {
+        // Convolutions are GEMMs: the GEMM ceiling is theirs.
+        let mut ceiling = gemm_case("gemm", [1024; 3], GemmOptions::default());
+        ceiling.sets_ceiling = true;
+        cases.push(ceiling);
+        cases.extend(conv_cases());
+        return cases;
+    }
     if group != Group::Gemm {
         cases.push(copy_case());
     }
@@ -420,6 +436,116 @@ fn reduce_cases() -> Vec<Case> {
     ]
 }
 
+/// ResNet-50's convolution shapes at batch 8, 224 px: (label, N, C, H = W, O, K, stride, pad).
+const RESNET50_CONVS: [(&str, usize, usize, usize, usize, usize, usize, usize); 6] = [
+    ("stem7x7/2", 8, 3, 224, 64, 7, 2, 3),
+    ("s1 3x3", 8, 64, 56, 64, 3, 1, 1),
+    ("s2 3x3", 8, 128, 28, 128, 3, 1, 1),
+    ("s3 3x3", 8, 256, 14, 256, 3, 1, 1),
+    ("s4 3x3", 8, 512, 7, 512, 3, 1, 1),
+    ("s1 1x1", 8, 256, 56, 64, 1, 1, 0),
+];
+
+/// Each ResNet-50 convolution forward, and forward + backward (data and weight gradients).
+fn conv_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (label, n, c, h, o, k, s, p) in RESNET50_CONVS {
+        let oh = (h + 2 * p - k) / s + 1;
+        let flops = 2.0 * (n * o * oh * oh * c * k * k) as f64;
+        let bytes = 4.0 * (n * c * h * h + o * c * k * k + n * o * oh * oh) as f64;
+        let inputs = vec![vec![n, c, h, h], vec![o, c, k, k]];
+        cases.push(Case {
+            kernel: Box::leak(format!("conv {label} fwd").into_boxed_str()),
+            shape: vec![n, c, h, h, o],
+            inputs: inputs.clone(),
+            run: Box::new(move |t| t[0].conv2d(&t[1], None, s, p)),
+            flops,
+            bytes,
+            ceiling: Ceiling::Gemm,
+            sets_ceiling: false,
+        });
+        cases.push(Case {
+            kernel: Box::leak(format!("conv {label} f+b").into_boxed_str()),
+            shape: vec![n, c, h, h, o],
+            inputs,
+            run: Box::new(move |t| {
+                let (x, w) = (
+                    t[0].detach().requires_grad(true),
+                    t[1].detach().requires_grad(true),
+                );
+                let y = x.conv2d(&w, None, s, p)?;
+                y.sum_all()?.backward()?;
+                Ok(y)
+            }),
+            // Forward, data gradient and weight gradient: three GEMMs of the same size.
+            flops: 3.0 * flops,
+            bytes: 3.0 * bytes,
+            ceiling: Ceiling::Gemm,
+            sets_ceiling: false,
+        });
+    }
+    cases
+}
+
+/// Whole ResNet-50 training steps (forward in training mode, a weighted sum of the logits,
+/// backward), by wall clock: what a user waits for, CPU-side recording included.
+fn resnet_steps(gpu: &Arc<Gpu>, args: &Args) -> Result<()> {
+    use convirt::models::resnet::{Arch, ResNet};
+    let net = ResNet::random(gpu, Arch::ResNet50, 1000, 0)?;
+    let mut rng = XorShift(0x5EED);
+    let mut step = |batch: usize| -> Result<f64> {
+        let x: Vec<f32> = (0..batch * 3 * 224 * 224).map(|_| rng.next_f32()).collect();
+        let w: Vec<f32> = (0..batch * 1000).map(|_| rng.next_f32()).collect();
+        let x = Tensor::from_slice(gpu, &x, &[batch, 3, 224, 224])?;
+        let w = Tensor::from_slice(gpu, &w, &[batch, 1000])?;
+        gpu.sync()?;
+        let start = Instant::now();
+        let loss = net.forward(&x, true)?.mul(&w)?.sum_all()?;
+        loss.backward()?;
+        for (_, p) in net.parameters() {
+            p.zero_grad();
+        }
+        gpu.sync()?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
+    // 4.1 GMAC per 224 px image forward; backward costs twice the forward.
+    let flops_per_image = 3.0 * 2.0 * 4.1e9;
+    let batch = 8;
+    step(batch)?; // warm-up: compiles every pipeline
+    let reps = if args.quick { 1 } else { 3 };
+    let mut times = (0..reps)
+        .map(|_| step(batch))
+        .collect::<Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    let ms = median(&times);
+    gpu.trim_pool();
+    gpu.reset_pool_peak();
+    let big = 32;
+    let big_ms = step(big)?;
+    let peak = gpu.pool_stats().peak_in_use_bytes as f64 / (1u64 << 30) as f64;
+    let ips = batch as f64 / (ms * 1e-3);
+    if args.json {
+        println!(
+            "{{\"kernel\": \"resnet50_train_step\", \"shape\": [{batch}, 3, 224, 224], \"median_ms\": {}, \"reps\": {reps}, \"images_per_s\": {}, \"gflops\": {}}}",
+            json_number(ms),
+            json_number(ips),
+            json_number(gflops(flops_per_image * batch as f64, ms))
+        );
+        println!(
+            "{{\"kernel\": \"resnet50_train_step\", \"shape\": [{big}, 3, 224, 224], \"median_ms\": {}, \"reps\": 1, \"pool_peak_gib\": {}}}",
+            json_number(big_ms),
+            json_number(peak)
+        );
+    } else {
+        println!(
+            "resnet50 train step, batch {batch}, 224 px: {ms:.0} ms (median of {reps}), {ips:.2} images/s, {:.1} GFLOP/s",
+            gflops(flops_per_image * batch as f64, ms)
+        );
+        println!("resnet50 train step, batch {big}, 224 px: {big_ms:.0} ms, buffer pool peak {peak:.2} GiB");
+    }
+    Ok(())
+}
+
 /// Warms `case` up, then times its repetitions, cycling through its input sets.
 fn measure(gpu: &Arc<Gpu>, case: &Case, quick: bool, timestamps: bool) -> Result<Timing> {
     let sets = input_sets(gpu, case)?;
@@ -519,7 +645,7 @@ fn reps_label(quick: bool) -> String {
 
 fn print_header() {
     println!(
-        "{:<10} {:<16} {:>5} {:>10} {:>9} {:>8} {:>7} {:<7}",
+        "{:<18} {:<16} {:>5} {:>10} {:>9} {:>8} {:>7} {:<7}",
         "kernel", "shape", "reps", "median ms", "GFLOP/s", "GB/s", "% ceil", "ceiling"
     );
 }
@@ -539,7 +665,7 @@ fn table_row(case: &Case, t: &Timing, pct: Option<f64>) -> String {
     let pct = pct.map_or("-".into(), |p| format!("{p:.1}"));
     let mark = if case.sets_ceiling { " (sets it)" } else { "" };
     format!(
-        "{:<10} {:<16} {:>5} {:>10.3} {:>9} {:>8.2} {:>7} {}{mark}",
+        "{:<18} {:<16} {:>5} {:>10.3} {:>9} {:>8.2} {:>7} {}{mark}",
         case.kernel,
         shape,
         t.reps,

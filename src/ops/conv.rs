@@ -181,9 +181,14 @@ fn fold(dcols: Tensor, g: &Geometry) -> Result<Tensor> {
     Ok(dx)
 }
 
-/// Images per chunk so that one chunk's columns stay within the device's scratch budget.
+/// Images per chunk so that one chunk's temporaries stay within the device's scratch budget:
+/// its columns [C*KH*KW, OH*OW], its per-image weight gradients [O, C*KH*KW] and its
+/// output [O, OH*OW].
 fn chunk_images(x: &Tensor, g: &Geometry) -> usize {
-    let per_image = (g.ckk() * g.oh * g.ow * 4) as u64;
+    let per_image = 4
+        * (g.ckk() * g.oh * g.ow)
+            .max(g.o * g.ckk())
+            .max(g.o * g.oh * g.ow) as u64;
     let budget = x.gpu().scratch_bytes();
     ((budget / per_image.max(1)) as usize).clamp(1, g.n)
 }

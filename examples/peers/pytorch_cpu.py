@@ -1,0 +1,87 @@
+"""PyTorch on the CPU doing the same work as `cargo run --release --example bench`, for the
+peer columns of BENCHMARKS.md. Run it on the same machine, right after the bench, with as
+many threads as the machine has cores (2 on ours):
+
+    python3 examples/peers/pytorch_cpu.py [gemm|resnet|all] [--threads N]
+
+Needs torch (and torchvision for `resnet`); never run in CI. Prints one line per case:
+kernel, shape, median ms, GFLOP/s (or images/s).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def median_ms(fn, reps, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def gemm():
+    for m, n, k in [(256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (1000, 1000, 1000), (7, 513, 129)]:
+        sets = [(torch.rand(m, k), torch.rand(k, n)) for _ in range(3)]
+        i = iter(range(1 << 30))
+        ms = median_ms(lambda: torch.mm(*sets[next(i) % 3]), reps=10)
+        print(f"gemm      {m}x{n}x{k:<8} {ms:10.3f} ms {2 * m * n * k / ms / 1e6:9.1f} GFLOP/s")
+
+
+def conv_cases():
+    # (name, N, C, H, O, K, stride, padding): the ResNet-50 shapes the Rust bench times.
+    return [
+        ("stem 7x7/2", 8, 3, 224, 64, 7, 2, 3),
+        ("stage1 3x3", 8, 64, 56, 64, 3, 1, 1),
+        ("stage2 3x3", 8, 128, 28, 128, 3, 1, 1),
+        ("stage3 3x3", 8, 256, 14, 256, 3, 1, 1),
+        ("stage4 3x3", 8, 512, 7, 512, 3, 1, 1),
+        ("stage1 1x1", 8, 256, 56, 64, 1, 1, 0),
+    ]
+
+
+def resnet():
+    import torchvision
+
+    for name, n, c, h, o, k, s, p in conv_cases():
+        x = torch.rand(n, c, h, h, requires_grad=True)
+        conv = torch.nn.Conv2d(c, o, k, s, p, bias=False)
+        oh = (h + 2 * p - k) // s + 1
+        flops = 2 * n * o * oh * oh * c * k * k
+        with torch.no_grad():
+            fwd = median_ms(lambda: conv(x), reps=5)
+        def step():
+            conv(x).sum().backward()
+        both = median_ms(step, reps=5)
+        print(f"conv fwd      {name:<12} {fwd:10.3f} ms {flops / fwd / 1e6:9.1f} GFLOP/s")
+        print(f"conv fwd+bwd  {name:<12} {both:10.3f} ms {3 * flops / both / 1e6:9.1f} GFLOP/s")
+    model = torchvision.models.resnet50().train()
+    x = torch.rand(8, 3, 224, 224)
+    w = torch.rand(8, 1000)
+    def train_step():
+        model.zero_grad(set_to_none=True)
+        (model(x) * w).sum().backward()
+    ms = median_ms(train_step, reps=3, warmup=1)
+    print(f"resnet50 train step batch 8 224px {ms:10.1f} ms {8 / ms * 1e3:9.2f} images/s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("group", nargs="?", default="all", choices=["gemm", "resnet", "all"])
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if a.group in ("gemm", "all"):
+        gemm()
+    if a.group in ("resnet", "all"):
+        resnet()
+
+
+if __name__ == "__main__":
+    main()
