@@ -7,10 +7,17 @@
 // im2col   cols[n, (c KH + i) KW + j, oy OW + ox] = x[n, c, oy s - p + i, ox s - p + j]  (0 outside)
 // col2im   dx[n, c, y, x] = sum over (i, j, oy, ox) with oy s - p + i = y, ox s - p + j = x
 
+// Grids are 3-D: x over output positions (im2col) or input pixels (col2im), y over the
+// column row (c, i, j) or the channel, z over the image. What varies between neighbouring
+// invocations is then only the position, so the other indices cost no division per element
+// (integer division is the dominant cost of these kernels on CPU adapters).
+
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     oh: u32, ow: u32, kh: u32, kw: u32,
-    stride: u32, pad: u32, total: u32, _pad: u32,
+    pad: u32, _pad0: u32,
+    // 1 / OW and 1 / W, for divisions by multiplication (see split).
+    inv_ow: f32, inv_w: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -18,43 +25,61 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 override WG: u32 = 256u;
+// The stride, fixed per pipeline so the divisibility tests of col2im compile to masks.
+override STRIDE: u32 = 1u;
 
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.x + wid.y * nwg.x) * WG + lid.x;
+// (a / d, a % d) for a < 2^24: a float reciprocal and one correction step. CPU adapters have
+// no vector integer division, and a scalar one per lane dominated these kernels.
+fn split(a: u32, d: u32, inv_d: f32) -> vec2<u32> {
+    var q = i32(f32(a) * inv_d);
+    var r = i32(a) - q * i32(d);
+    if (r < 0) { q -= 1; r += i32(d); }
+    if (r >= i32(d)) { q += 1; r -= i32(d); }
+    return vec2<u32>(u32(q), u32(r));
 }
 
+// Each invocation writes SPAN consecutive positions of one column row: the index arithmetic
+// is shared by SPAN elements (the host sets SPAN = 4 when OW % 4 == 0, so the four positions
+// share one output row y; else 1).
+override SPAN: u32 = 1u;
+
 @compute @workgroup_size(WG)
-fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = element(wid, nwg, lid);
-    if (e >= p.total) { return; }
+fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let ohw = p.oh * p.ow;
+    let pos = (wid.x * WG + lid.x) * SPAN;
+    if (pos >= ohw) { return; }
+    let row = wid.y;
+    let n = wid.z;
     let kk = p.kh * p.kw;
-    let pos = e % ohw;
-    let row = (e / ohw) % (p.c * kk);
-    let n = e / (ohw * p.c * kk);
     let c = row / kk;
     let i = (row / p.kw) % p.kh;
     let j = row % p.kw;
+    let yx = split(pos, p.ow, p.inv_ow);
     // Signed: padding reaches before the first row and column.
-    let y = i32((pos / p.ow) * p.stride + i) - i32(p.pad);
-    let x = i32((pos % p.ow) * p.stride + j) - i32(p.pad);
-    var v = 0.0;
-    if (y >= 0 && y < i32(p.h) && x >= 0 && x < i32(p.w)) {
-        v = src[((n * p.c + c) * p.h + u32(y)) * p.w + u32(x)];
+    let y = i32(yx.x * STRIDE + i) - i32(p.pad);
+    let x0 = i32(yx.y * STRIDE + j) - i32(p.pad);
+    let y_inside = y >= 0 && y < i32(p.h);
+    let src_row = ((n * p.c + c) * p.h + u32(max(y, 0))) * p.w;
+    let out = (n * p.c * kk + row) * ohw + pos;
+    for (var e = 0u; e < SPAN; e++) {
+        let x = x0 + i32(e * STRIDE);
+        var v = 0.0;
+        if (y_inside && x >= 0 && x < i32(p.w)) {
+            v = src[src_row + u32(x)];
+        }
+        dst[out + e] = v;
     }
-    dst[e] = v;
 }
 
 @compute @workgroup_size(WG)
-fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = element(wid, nwg, lid);
-    if (e >= p.total) { return; }
-    let x = e % p.w;
-    let y = (e / p.w) % p.h;
-    let c = (e / (p.w * p.h)) % p.c;
-    let n = e / (p.w * p.h * p.c);
+fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let pixel = wid.x * WG + lid.x;
+    if (pixel >= p.h * p.w) { return; }
+    let c = wid.y;
+    let n = wid.z;
+    let yx = split(pixel, p.w, p.inv_w);
+    let y = yx.x;
+    let x = yx.y;
     let ohw = p.oh * p.ow;
     let kk = p.kh * p.kw;
     let base = (n * p.c * kk + c * kk) * ohw;
@@ -62,16 +87,16 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     for (var i = 0u; i < p.kh; i++) {
         // Output row oy reads input row y through kernel row i when oy s - p + i = y.
         let t = i32(y + p.pad) - i32(i);
-        if (t < 0 || t % i32(p.stride) != 0) { continue; }
-        let oy = u32(t) / p.stride;
+        if (t < 0 || t % i32(STRIDE) != 0) { continue; }
+        let oy = u32(t) / STRIDE;
         if (oy >= p.oh) { continue; }
         for (var j = 0u; j < p.kw; j++) {
             let u = i32(x + p.pad) - i32(j);
-            if (u < 0 || u % i32(p.stride) != 0) { continue; }
-            let ox = u32(u) / p.stride;
+            if (u < 0 || u % i32(STRIDE) != 0) { continue; }
+            let ox = u32(u) / STRIDE;
             if (ox >= p.ow) { continue; }
             acc += src[base + (i * p.kw + j) * ohw + oy * p.ow + ox];
         }
     }
-    dst[e] = acc;
+    dst[(n * p.c + c) * p.h * p.w + pixel] = acc;
 }

@@ -30,10 +30,10 @@ struct Params {
     ow: u32,
     kh: u32,
     kw: u32,
-    stride: u32,
     pad: u32,
-    total: u32,
     _pad: u32,
+    inv_ow: f32,
+    inv_w: f32,
 }
 
 /// The geometry of one convolution, checked.
@@ -108,7 +108,7 @@ impl Geometry {
         self.c * self.kh * self.kw
     }
 
-    fn params(&self, total: usize) -> Result<Params> {
+    fn params(&self) -> Result<Params> {
         let u = |v: usize| u32_len("conv2d", v);
         Ok(Params {
             n: u(self.n)?,
@@ -119,21 +119,42 @@ impl Geometry {
             ow: u(self.ow)?,
             kh: u(self.kh)?,
             kw: u(self.kw)?,
-            stride: u(self.stride)?,
             pad: u(self.pad)?,
-            total: u(total)?,
             _pad: 0,
+            inv_ow: 1.0 / self.ow as f32,
+            inv_w: 1.0 / self.w as f32,
         })
     }
 }
 
 fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Result<()> {
-    let p = g.params(dst.numel())?;
+    let p = g.params()?;
+    // x: positions (im2col) or pixels (col2im); y: column rows or channels; z: images.
+    // im2col: four positions per invocation when a row holds whole groups of four.
+    let span = if entry == "im2col" && g.ow % 4 == 0 {
+        4
+    } else {
+        1
+    };
+    let (positions, rows) = if entry == "im2col" {
+        ((g.oh * g.ow).div_ceil(span), g.ckk())
+    } else {
+        (g.h * g.w, g.c)
+    };
+    let workgroups = [
+        u32_len("conv2d", positions.div_ceil(WG as usize))?,
+        u32_len("conv2d", rows)?,
+        u32_len("conv2d", g.n)?,
+    ];
     src.gpu().dispatch(&Dispatch {
         kernel: Kernel {
             shader: SHADER,
             entry,
-            overrides: &[("WG", WG as f64)],
+            overrides: &[
+                ("WG", WG as f64),
+                ("STRIDE", g.stride as f64),
+                ("SPAN", span as f64),
+            ],
         },
         name: if entry == "im2col" {
             "conv.im2col"
@@ -145,7 +166,7 @@ fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Resu
             (src.buffer(), Access::Read),
             (dst.buffer(), Access::ReadWrite),
         ],
-        workgroups: src.gpu().grid(p.total.div_ceil(WG)),
+        workgroups,
         flops: 0,
         bytes: 8 * dst.numel() as u64,
     })
