@@ -4,7 +4,9 @@
 // input. col2im gathers (each input pixel sums the columns that read it) instead of scattering
 // with atomics, so it is deterministic and needs no optional feature.
 //
-// im2col   cols[n, (c KH + i) KW + j, oy OW + ox] = x[n, c, oy s - p + i, ox s - p + j]  (0 outside)
+// im2col   cols[(c KH + i) KW + j, n, oy OW + ox] = x[n, c, oy s - p + i, ox s - p + j]  (0 outside)
+//          (images side by side along the columns: one GEMM W x cols serves the whole batch,
+//          which keeps small late-stage feature maps efficient)
 // col2im   dx[n, c, y, x] = sum over (i, j, oy, ox) with oy s - p + i = y, ox s - p + j = x
 
 // Grids are 3-D: x over output positions (im2col) or input pixels (col2im), y over the
@@ -60,7 +62,7 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let x0 = i32(yx.y * STRIDE + j) - i32(p.pad);
     let y_inside = y >= 0 && y < i32(p.h);
     let src_row = ((n * p.c + c) * p.h + u32(max(y, 0))) * p.w;
-    let out = (n * p.c * kk + row) * ohw + pos;
+    let out = (row * p.n + n) * ohw + pos;
     for (var e = 0u; e < SPAN; e++) {
         let x = x0 + i32(e * STRIDE);
         var v = 0.0;
@@ -82,7 +84,9 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let x = yx.y;
     let ohw = p.oh * p.ow;
     let kk = p.kh * p.kw;
-    let base = (n * p.c * kk + c * kk) * ohw;
+    // Column row (c, i, j) of image n starts at ((c KK + i KW + j) N + n) OHW.
+    let base = (c * kk * p.n + n) * ohw;
+    let row_stride = p.n * ohw;
     var acc = 0.0;
     for (var i = 0u; i < p.kh; i++) {
         // Output row oy reads input row y through kernel row i when oy s - p + i = y.
@@ -95,7 +99,7 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             if (u < 0 || u % i32(STRIDE) != 0) { continue; }
             let ox = u32(u) / STRIDE;
             if (ox >= p.ow) { continue; }
-            acc += src[base + (i * p.kw + j) * ohw + oy * p.ow + ox];
+            acc += src[base + (i * p.kw + j) * row_stride + oy * p.ow + ox];
         }
     }
     dst[(n * p.c + c) * p.h * p.w + pixel] = acc;

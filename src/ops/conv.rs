@@ -1,8 +1,10 @@
 //! 2-D convolution (`shaders/conv.wgsl` + the GEMM): NCHW input, OIHW weight, square stride and
-//! padding, optional bias. Forward: `im2col`, then `W[O, C*KH*KW] x cols[n]` for every image n
-//! (one batched GEMM, W shared). Backward: the columns are recomputed rather than kept (they are
-//! KH*KW times the input), then `dW = sum_n dY[n] cols[n]^T` and `dx = col2im(W^T dY[n])`.
-//! 1x1 stride-1 convolutions skip im2col: the input already is the column matrix. Batches whose
+//! padding, optional bias. Forward: `im2col` lays the batch's columns side by side,
+//! `cols[C*KH*KW, N*OH*OW]`, then one GEMM `W[O, C*KH*KW] x cols` and a permutation to NCHW.
+//! Backward: the columns are recomputed rather than kept (they are KH*KW times the input), then
+//! `dW = dY cols^T` and `dx = col2im(W^T dY)`, with dY as `[O, N*OH*OW]`.
+//! 1x1 stride-1 convolutions skip im2col: the input already holds the columns of each image,
+//! so they run as a batched GEMM with W shared. Batches whose
 //! columns would exceed a storage binding (ResNet-50 at batch 32, 224 px) run in image chunks.
 
 use super::u32_len;
@@ -172,14 +174,11 @@ fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Resu
     })
 }
 
-/// The column matrices `[N, C*KH*KW, OH*OW]` of `x`.
+/// The column matrix `[C*KH*KW, N*OH*OW]` of `x` (not for pointwise convolutions).
 fn columns(x: &Tensor, g: &Geometry) -> Result<Tensor> {
-    if g.is_pointwise() {
-        return x.detach().reshape(&[g.n, g.c, g.h * g.w]);
-    }
     let cols = Tensor::uninit(
         x.gpu(),
-        &[g.n, g.ckk(), g.oh * g.ow],
+        &[g.ckk(), g.n * g.oh * g.ow],
         DType::F32,
         "conv2d im2col",
     )?;
@@ -187,11 +186,8 @@ fn columns(x: &Tensor, g: &Geometry) -> Result<Tensor> {
     Ok(cols)
 }
 
-/// The input gradient from column gradients `[N, C*KH*KW, OH*OW]`.
+/// The input gradient from column gradients `[C*KH*KW, N*OH*OW]`.
 fn fold(dcols: Tensor, g: &Geometry) -> Result<Tensor> {
-    if g.is_pointwise() {
-        return dcols.reshape(&[g.n, g.c, g.h, g.w]);
-    }
     let dx = Tensor::uninit(
         dcols.gpu(),
         &[g.n, g.c, g.h, g.w],
@@ -200,6 +196,49 @@ fn fold(dcols: Tensor, g: &Geometry) -> Result<Tensor> {
     )?;
     launch("col2im", g, &dcols, &dx)?;
     Ok(dx)
+}
+
+/// `[A, B, rest]` -> `[B, A, rest]`: between NCHW and the GEMM's `[O, N*OH*OW]`.
+fn swap_leading(t: &Tensor, a: usize, b: usize, rest: usize) -> Result<Tensor> {
+    t.reshape(&[a, b, rest])?.permute(&[1, 0, 2])
+}
+
+fn forward_images(x: &Tensor, g: &Geometry, w2d: &Tensor) -> Result<Tensor> {
+    let ohw = g.oh * g.ow;
+    let y = if g.is_pointwise() {
+        w2d.matmul(&x.reshape(&[g.n, g.c, ohw])?)?
+    } else {
+        swap_leading(&w2d.matmul(&columns(x, g)?)?, g.o, g.n, ohw)?
+    };
+    y.reshape(&[g.n, g.o, g.oh, g.ow])
+}
+
+/// dW `[O, C*KH*KW]` of a chunk of images, from its dY `[n, O, OH*OW]`.
+fn weight_grad_images(x: &Tensor, dy: &Tensor, g: &Geometry) -> Result<Tensor> {
+    let ohw = g.oh * g.ow;
+    let nt = GemmOptions {
+        trans_b: true,
+        ..Default::default()
+    };
+    if g.is_pointwise() {
+        return dy.gemm(&x.reshape(&[g.n, g.c, ohw])?, &nt)?.sum(0);
+    }
+    let dy2d = swap_leading(dy, g.n, g.o, ohw)?.reshape(&[g.o, g.n * ohw])?;
+    dy2d.gemm(&columns(x, g)?, &nt)
+}
+
+/// dx `[n, C, H, W]` of a chunk of images, from its dY `[n, O, OH*OW]`.
+fn input_grad_images(dy: &Tensor, g: &Geometry, w2d: &Tensor) -> Result<Tensor> {
+    let ohw = g.oh * g.ow;
+    let tn = GemmOptions {
+        trans_a: true,
+        ..Default::default()
+    };
+    if g.is_pointwise() {
+        return w2d.gemm(dy, &tn)?.reshape(&[g.n, g.c, g.h, g.w]);
+    }
+    let dy2d = swap_leading(dy, g.n, g.o, ohw)?.reshape(&[g.o, g.n * ohw])?;
+    fold(w2d.gemm(&dy2d, &tn)?, g)
 }
 
 /// Images per chunk so that one chunk's temporaries stay within the device's scratch budget:
@@ -277,48 +316,33 @@ impl Tensor {
         let w2d = weight.detach().reshape(&[g.o, g.ckk()])?;
         let y = no_grad(|| {
             per_chunk(self, &g, &[g.n, g.o, g.oh, g.ow], |x, g| {
-                w2d.matmul(&columns(x, g)?)?
-                    .reshape(&[g.n, g.o, g.oh, g.ow])
+                forward_images(x, g, &w2d)
             })
         })?;
         let x = self.detach();
         let out = record("conv2d", y, &[self, weight], move |dy, needs| {
             let dy = dy.reshape(&[g.n, g.o, g.oh * g.ow])?;
-            let chunk = chunk_images(&x, &g);
             let mut dw: Option<Tensor> = None;
             if needs[1] {
+                let chunk = chunk_images(&x, &g);
                 for n0 in (0..g.n).step_by(chunk) {
                     let count = chunk.min(g.n - n0);
                     let part = Geometry { n: count, ..g };
-                    let cols = columns(&images(&x, n0, count)?, &part)?;
-                    let dy_part = images(&dy, n0, count)?;
-                    let per_image = dy_part.gemm(
-                        &cols,
-                        &GemmOptions {
-                            trans_b: true,
-                            ..Default::default()
-                        },
+                    let grad = weight_grad_images(
+                        &images(&x, n0, count)?,
+                        &images(&dy, n0, count)?,
+                        &part,
                     )?;
-                    let sum = per_image.sum(0)?;
                     dw = Some(match dw {
-                        Some(acc) => acc.add(&sum)?,
-                        None => sum,
+                        Some(acc) => acc.add(&grad)?,
+                        None => grad,
                     });
                 }
             }
             let dw = dw.map(|d| d.reshape(&[g.o, g.c, g.kh, g.kw])).transpose()?;
             let dx = if needs[0] {
                 Some(per_chunk(&dy, &g, &[g.n, g.c, g.h, g.w], |dy, g| {
-                    fold(
-                        w2d.gemm(
-                            dy,
-                            &GemmOptions {
-                                trans_a: true,
-                                ..Default::default()
-                            },
-                        )?,
-                        g,
-                    )
+                    input_grad_images(dy, g, &w2d)
                 })?)
             } else {
                 None
