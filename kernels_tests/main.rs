@@ -5,13 +5,20 @@
 //! Runs on whatever adapter the engine picks (`CONVIRT_ADAPTER` / `CONVIRT_BACKEND` choose);
 //! in CI that is Mesa's lavapipe.
 
+mod adam;
+mod attention;
 mod autograd;
 mod batchnorm;
+mod bert;
 mod common;
 mod conv;
+mod dropout;
 mod elementwise;
+mod embedding;
 mod errors;
 mod gemm;
+mod infonce;
+mod layernorm;
 mod permute;
 mod pool;
 mod profiler;
@@ -19,3 +26,4 @@ mod reduce;
 mod resnet;
 mod shaders;
 mod softmax;
+mod token_pool;

@@ -16,6 +16,7 @@ pub mod nn;
 pub mod ops;
 pub mod reference;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{grad_enabled, no_grad};
 pub use error::{Error, Result};

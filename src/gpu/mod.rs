@@ -294,8 +294,12 @@ impl Gpu {
         Ok(buf)
     }
 
-    /// Copies through the encoder (not `queue.write_buffer`), so the copy stays ordered after
-    /// commands already recorded on a recycled buffer.
+    /// Writes `data` at the start of `dst`, in order with the recorded dispatches (through the
+    /// encoder, not `queue.write_buffer`, which would run before commands already recorded).
+    pub fn write(&self, dst: &wgpu::Buffer, data: &[u8]) {
+        self.copy_in(dst, data)
+    }
+
     fn copy_in(&self, dst: &wgpu::Buffer, data: &[u8]) {
         let len = (data.len() as u64) & !3;
         if len == 0 {

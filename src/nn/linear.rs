@@ -78,6 +78,13 @@ impl Linear {
         y.reshape(&out_shape)
     }
 
+    /// This layer's tensors under their names.
+    pub fn named_tensors(&self) -> Named {
+        let mut out = Vec::new();
+        self.named(&mut out);
+        out
+    }
+
     pub fn named(&self, out: &mut Named) {
         out.push((join(&self.prefix, "weight"), self.weight.clone()));
         if let Some(b) = &self.bias {

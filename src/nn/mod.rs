@@ -4,11 +4,15 @@
 
 mod batchnorm;
 mod conv;
+mod embedding;
+mod layernorm;
 mod linear;
 mod weights;
 
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
+pub use embedding::Embedding;
+pub use layernorm::LayerNorm;
 pub use linear::Linear;
 pub use weights::{Init, StateDict, WeightSource};
 

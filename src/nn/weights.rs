@@ -23,10 +23,12 @@ pub enum Init {
     Constant(f32),
 }
 
-/// Tensors read from a safetensors file, as f32 on the host.
+/// Tensors read from a safetensors file, as f32 on the host; integer tensors (token ids,
+/// `position_ids`, `num_batches_tracked`) apart, as i64.
 #[derive(Debug, Clone, Default)]
 pub struct StateDict {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub integers: BTreeMap<String, (Vec<usize>, Vec<i64>)>,
     pub metadata: HashMap<String, String>,
 }
 
@@ -38,8 +40,8 @@ fn file_error(path: &Path, why: impl std::fmt::Display) -> Error {
 }
 
 impl StateDict {
-    /// Reads every floating-point tensor of a safetensors file (F32, F16, BF16, F64) as f32.
-    /// Integer tensors (`position_ids`, `num_batches_tracked`) are bookkeeping and skipped.
+    /// Reads every floating-point tensor of a safetensors file (F32, F16, BF16, F64) as f32,
+    /// and every integer tensor (I64, I32, U32, U8) as i64.
     pub fn read(path: &Path) -> Result<StateDict> {
         let bytes =
             std::fs::read(path).map_err(|e| file_error(path, format!("cannot read it: {e}")))?;
@@ -66,7 +68,17 @@ impl StateDict {
                     .chunks_exact(8)
                     .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
                     .collect(),
-                _ => continue,
+                int => {
+                    let ints: Vec<i64> = match int {
+                        Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect(),
+                        Dtype::I32 => data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64).collect(),
+                        Dtype::U32 => data.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64).collect(),
+                        Dtype::U8 => data.iter().map(|&b| b as i64).collect(),
+                        _ => continue,
+                    };
+                    out.integers.insert(name, (view.shape().to_vec(), ints));
+                    continue;
+                }
             };
             out.tensors.insert(name, (view.shape().to_vec(), values));
         }
@@ -115,6 +127,12 @@ pub struct WeightSource {
     rng: u64,
     /// Names that may be missing or differently shaped in the file (re-initialised instead).
     replaceable: Vec<String>,
+    /// Prefixes a file may put before every name (`bert.` in BertForMaskedLM checkpoints).
+    prefixes: Vec<String>,
+    /// Prefixes of tensors a file may hold that the model does not use (`cls.` heads).
+    ignored: Vec<String>,
+    /// Names are looked up under this scope (`image.` while a composite builds its ResNet).
+    scope: String,
 }
 
 impl WeightSource {
@@ -126,6 +144,9 @@ impl WeightSource {
             used: HashSet::new(),
             rng: seed,
             replaceable: Vec::new(),
+            prefixes: Vec::new(),
+            ignored: Vec::new(),
+            scope: String::new(),
         }
     }
 
@@ -145,20 +166,52 @@ impl WeightSource {
         self
     }
 
+    /// Accepts files whose names all carry `prefix` (e.g. `bert.`).
+    pub fn accept_prefix(mut self, prefix: &str) -> WeightSource {
+        self.prefixes.push(prefix.to_string());
+        self
+    }
+
+    /// Tolerates tensors under `prefix` that the model does not use (e.g. `cls.`).
+    pub fn ignore(mut self, prefix: &str) -> WeightSource {
+        self.ignored.push(prefix.to_string());
+        self
+    }
+
+    /// Runs `build` with every name it asks for prefixed by `scope.` (a model inside a model).
+    pub fn scoped<R>(&mut self, scope: &str, build: impl FnOnce(&mut WeightSource) -> R) -> R {
+        let inner = format!("{}{scope}.", self.scope);
+        let outer = std::mem::replace(&mut self.scope, inner);
+        let result = build(self);
+        self.scope = outer;
+        result
+    }
+
+    /// Like [`WeightSource::allow_replacing`], on a borrowed source.
+    pub fn allow_replacing_mut(&mut self, prefix: &str) {
+        self.replaceable.push(format!("{}{prefix}", self.scope));
+    }
+
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
     }
 
     /// The tensor `name` of `shape`: from the file when there is one, else from `init`.
     pub fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let scoped = format!("{}{name}", self.scope);
+        let name = scoped.as_str();
         let replaceable = self
             .replaceable
             .iter()
             .any(|p| name.starts_with(p.as_str()));
         if let Some((path, dict)) = &self.file {
-            match dict.tensors.get(name) {
+            let key = std::iter::once(name.to_string())
+                .chain(self.prefixes.iter().map(|p| format!("{p}{name}")))
+                .find(|k| dict.tensors.contains_key(k))
+                .unwrap_or_else(|| name.to_string());
+            match dict.tensors.get(&key) {
                 Some((file_shape, data)) if file_shape == shape => {
-                    self.used.insert(name.to_string());
+                    self.used.insert(key);
                     return Tensor::from_slice(&self.gpu, data, shape);
                 }
                 Some((file_shape, _)) if !replaceable => {
@@ -182,7 +235,7 @@ impl WeightSource {
                     })
                 }
                 _ => {
-                    self.used.insert(name.to_string());
+                    self.used.insert(key);
                 }
             }
         }

@@ -1,14 +1,21 @@
 //! Host side of every kernel family: shape checks, the dispatch, the flop and byte counts, and
 //! the backward rule, side by side. One file per `shaders/*.wgsl`.
 
+pub mod adam;
+pub mod attention;
 pub mod batchnorm;
 pub mod conv;
+pub mod dropout;
 pub mod elementwise;
+pub mod embedding;
 pub mod gemm;
+pub mod infonce;
+pub mod layernorm;
 pub mod permute;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod token_pool;
 
 pub use elementwise::{Binary, Unary};
 pub use gemm::{Activation, GemmOptions};
@@ -21,14 +28,21 @@ use crate::tensor::Tensor;
 /// variants unrolled): what the portability tests validate and translate.
 pub fn all_shaders() -> Vec<ShaderSource> {
     let mut all = vec![
+        adam::SHADER,
         batchnorm::SHADER,
         conv::SHADER,
+        dropout::SHADER,
         elementwise::SHADER,
+        embedding::SHADER,
+        infonce::SHADER,
+        layernorm::SHADER,
         permute::SHADER,
         pool::SHADER,
         reduce::SHADER,
         softmax::SHADER,
+        token_pool::SHADER,
     ];
+    all.extend(attention::AttentionTiling::ALL.map(attention::shader));
     all.extend(gemm::GemmTiling::ALL.map(gemm::shader));
     all
 }

@@ -367,3 +367,279 @@ pub fn max_pool2d(
     }
     (y, vec![n, c, oh, ow])
 }
+
+/// `torch.nn.LayerNorm` over rows of `cols` elements (biased variance), scaled and shifted.
+pub fn layer_norm(x: &[f64], cols: usize, weight: &[f64], bias: &[f64], eps: f64) -> Vec<f64> {
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(cols) {
+        let mean = row.iter().sum::<f64>() / cols as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for (c, v) in row.iter().enumerate() {
+            y.push((v - mean) * rstd * weight[c] + bias[c]);
+        }
+    }
+    y
+}
+
+/// Rows `ids[n]` of the `[V, dim]` table `weight`, concatenated.
+pub fn embedding(weight: &[f64], dim: usize, ids: &[u32]) -> Vec<f64> {
+    let mut y = Vec::with_capacity(ids.len() * dim);
+    for &id in ids {
+        y.extend_from_slice(&weight[id as usize * dim..(id as usize + 1) * dim]);
+    }
+    y
+}
+
+/// The 32-bit finaliser of the dropout hash (lowbias32: xor-shifts and odd multiplies).
+fn dropout_mix(v: u32) -> u32 {
+    let mut h = v;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846c_a68b);
+    h ^= h >> 16;
+    h
+}
+
+/// Whether `Tensor::dropout(p, seed)` keeps element `i`: a two-round hash keyed by the seed.
+pub fn dropout_keeps(p: f64, seed: u64, i: u32) -> bool {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let bits = dropout_mix(dropout_mix(i ^ z as u32) ^ (z >> 32) as u32);
+    let threshold = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
+    bits >= threshold
+}
+
+/// Inverted dropout: kept elements (see `dropout_keeps`) divided by `1 - p`, the others 0.
+pub fn dropout(x: &[f64], p: f64, seed: u64) -> Vec<f64> {
+    x.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if p == 0.0 || dropout_keeps(p, seed, i as u32) {
+                v / (1.0 - p)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Maximum over the real tokens (`mask != 0`) of `[b, t, d]`: `[b, d]`, 0 where none is real.
+pub fn masked_max_pool(x: &[f64], mask: &[f64], b: usize, t: usize, d: usize) -> Vec<f64> {
+    let mut y = vec![0.0; b * d];
+    for s in 0..b {
+        for f in 0..d {
+            let mut best: Option<f64> = None;
+            for k in 0..t {
+                if mask[s * t + k] != 0.0 {
+                    let v = x[(s * t + k) * d + f];
+                    best = Some(best.map_or(v, |m| m.max(v)));
+                }
+            }
+            y[s * d + f] = best.unwrap_or(0.0);
+        }
+    }
+    y
+}
+
+/// Mean over the real tokens (`mask != 0`) of `[b, t, d]`: `[b, d]`, 0 where none is real.
+pub fn masked_mean_pool(x: &[f64], mask: &[f64], b: usize, t: usize, d: usize) -> Vec<f64> {
+    let mut y = vec![0.0; b * d];
+    for s in 0..b {
+        let count = (0..t).filter(|&k| mask[s * t + k] != 0.0).count();
+        for f in 0..d {
+            let sum: f64 = (0..t)
+                .filter(|&k| mask[s * t + k] != 0.0)
+                .map(|k| x[(s * t + k) * d + f])
+                .sum();
+            y[s * d + f] = sum / count.max(1) as f64;
+        }
+    }
+    y
+}
+
+/// Multi-head attention `softmax(scale Q K^T + mask) V` with an explicit softmax: `q`, `k`,
+/// `v` are `[b, h, t, dh]`, `mask` `[b, t]` with 0 for a padded key (it gets no weight). A
+/// query row whose keys are all padding has output 0.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    mask: Option<&[f64]>,
+    b: usize,
+    h: usize,
+    t: usize,
+    dh: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let mut out = vec![0.0; b * h * t * dh];
+    for z in 0..b * h {
+        let base = z * t * dh;
+        for i in 0..t {
+            let Some(p) = attention_probs(q, k, mask, z / h, base, i, t, dh, scale) else {
+                continue;
+            };
+            let o = &mut out[base + i * dh..base + (i + 1) * dh];
+            for (j, pj) in p.iter().enumerate() {
+                for (e, oe) in o.iter_mut().enumerate() {
+                    *oe += pj * v[base + j * dh + e];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Row `i` of the attention probabilities of the (b, h) slice at `base` (`None` when every key
+/// is padding).
+#[allow(clippy::too_many_arguments)]
+fn attention_probs(
+    q: &[f64],
+    k: &[f64],
+    mask: Option<&[f64]>,
+    batch: usize,
+    base: usize,
+    i: usize,
+    t: usize,
+    dh: usize,
+    scale: f64,
+) -> Option<Vec<f64>> {
+    let qi = &q[base + i * dh..base + (i + 1) * dh];
+    let mut s: Vec<f64> = (0..t)
+        .map(|j| {
+            if mask.is_some_and(|m| m[batch * t + j] == 0.0) {
+                return f64::NEG_INFINITY;
+            }
+            let kj = &k[base + j * dh..base + (j + 1) * dh];
+            scale * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>()
+        })
+        .collect();
+    let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return None;
+    }
+    let mut sum = 0.0;
+    for x in s.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    s.iter_mut().for_each(|x| *x /= sum);
+    Some(s)
+}
+
+/// Gradients `(dq, dk, dv)` of [`attention`] for the output gradient `dout`, from the explicit
+/// probabilities P: dV = P^T dO, dS = P (dO V^T - rowsum(dO * O)), dQ = scale dS K,
+/// dK = scale dS^T Q.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    mask: Option<&[f64]>,
+    dout: &[f64],
+    b: usize,
+    h: usize,
+    t: usize,
+    dh: usize,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let n = b * h * t * dh;
+    let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    for z in 0..b * h {
+        let base = z * t * dh;
+        let row =
+            |x: &[f64], r: usize| -> Vec<f64> { x[base + r * dh..base + (r + 1) * dh].to_vec() };
+        for i in 0..t {
+            let Some(p) = attention_probs(q, k, mask, z / h, base, i, t, dh, scale) else {
+                continue;
+            };
+            let doi = row(dout, i);
+            let dp: Vec<f64> = (0..t).map(|j| dot(&doi, &row(v, j))).collect();
+            let di: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+            let qi = row(q, i);
+            for j in 0..t {
+                let ds = p[j] * (dp[j] - di);
+                for e in 0..dh {
+                    dq[base + i * dh + e] += scale * ds * k[base + j * dh + e];
+                    dk[base + j * dh + e] += scale * ds * qi[e];
+                    dv[base + j * dh + e] += p[j] * doi[e];
+                }
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+/// ConVIRT's cross-modal InfoNCE loss of the `[n, d]` embeddings `v` (images) and `u` (texts):
+/// rows L2-normalised (`x / max(|x|, 1e-12)`), `S = v' u'^T / tau`, and
+/// `(1/n) sum_i [lambda (lse_j S_ij - S_ii) + (1 - lambda) (lse_j S_ji - S_ii)]`.
+/// S is streamed a row at a time (columns keep running log-sum-exps), so memory is O(n d).
+pub fn infonce(v: &[f64], u: &[f64], n: usize, d: usize, tau: f64, lambda: f64) -> f64 {
+    let normalise = |x: &[f64]| -> Vec<f64> {
+        x.chunks(d)
+            .flat_map(|r| {
+                let norm = r.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+                r.iter().map(move |a| a / norm)
+            })
+            .collect()
+    };
+    let (a, b) = (normalise(v), normalise(u));
+    // Per column: (running max, sum of exp(S - max)).
+    let mut cols = vec![(f64::NEG_INFINITY, 0.0f64); n];
+    let mut total = 0.0;
+    let mut diag = vec![0.0; n];
+    let mut row = vec![0.0; n];
+    for i in 0..n {
+        let ai = &a[i * d..(i + 1) * d];
+        for (j, s) in row.iter_mut().enumerate() {
+            let bj = &b[j * d..(j + 1) * d];
+            *s = ai.iter().zip(bj).map(|(x, y)| x * y).sum::<f64>() / tau;
+        }
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse_row = m + row.iter().map(|s| (s - m).exp()).sum::<f64>().ln();
+        diag[i] = row[i];
+        total += lambda * (lse_row - row[i]);
+        for (c, &s) in cols.iter_mut().zip(&row) {
+            if s > c.0 {
+                c.1 = c.1 * (c.0 - s).exp() + 1.0;
+                c.0 = s;
+            } else {
+                c.1 += (s - c.0).exp();
+            }
+        }
+    }
+    for (c, s) in cols.iter().zip(&diag) {
+        total += (1.0 - lambda) * (c.0 + c.1.ln() - s);
+    }
+    total / n as f64
+}
+
+/// One torch.optim.Adam step on `p` with gradient `g` at step `t` (1-based), updating the
+/// moments `m`, `v` in place: L2 weight decay added to the gradient, bias-corrected moments.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step(
+    p: &mut [f64],
+    g: &[f64],
+    m: &mut [f64],
+    v: &mut [f64],
+    t: u64,
+    lr: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    wd: f64,
+) {
+    let bc1 = 1.0 - b1.powf(t as f64);
+    let bc2 = 1.0 - b2.powf(t as f64);
+    for i in 0..p.len() {
+        let gi = g[i] + wd * p[i];
+        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+        p[i] -= lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
+    }
+}

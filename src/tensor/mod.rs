@@ -188,6 +188,22 @@ impl Tensor {
         (self.numel() * self.0.dtype.size()) as u64
     }
 
+    /// Overwrites the values of an f32 tensor in place (loading weights into a built model,
+    /// perturbing a parameter); ops recorded before keep the values they read.
+    pub fn write(&self, data: &[f32]) -> Result<()> {
+        self.expect_dtype("Tensor::write", DType::F32)?;
+        if data.len() != self.numel() {
+            return Err(Error::Shape {
+                op: "Tensor::write",
+                lhs: vec![data.len()],
+                rhs: self.shape().to_vec(),
+                why: "value count differs from the tensor's element count".into(),
+            });
+        }
+        self.0.gpu.write(self.buffer(), bytemuck::cast_slice(data));
+        Ok(())
+    }
+
     /// Downloads an f32 tensor (flushes pending work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.expect_dtype("to_vec", DType::F32)?;

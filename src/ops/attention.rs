@@ -1,0 +1,528 @@
+//! Fused multi-head attention (`shaders/attention.wgsl`): `softmax(scale Q K^T + mask) V` per
+//! (batch, head) in one kernel that never writes the T x T matrix (online softmax over key
+//! blocks), and its backward by recomputation (FlashAttention-2): `D = rowsum(dO * O)`, then dQ
+//! from a kernel per query block and dK, dV from a kernel per key block, without atomics.
+
+use super::u32_len;
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource};
+use crate::tensor::{DType, Tensor};
+use std::sync::Mutex;
+
+/// The attention template (the 1 x 1 block kernel); [`shader`] unrolls it for a tiling.
+const TEMPLATE: &str = include_str!("../../shaders/attention.wgsl");
+
+/// Register blocking: each invocation owns `r` blocks of 4 rows by `c` blocks of 4 columns
+/// (keys while computing scores, elements of the head dimension while accumulating).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttentionTiling {
+    pub r: u32,
+    pub c: u32,
+}
+
+impl AttentionTiling {
+    /// Tilings this build uses (all validated by the shader tests): those [`Pass::choose`]
+    /// picks, and the narrower ones taken when `Dh / 4` is not a multiple of `c`.
+    pub const ALL: [AttentionTiling; 6] = [
+        AttentionTiling { r: 4, c: 4 },
+        AttentionTiling { r: 2, c: 4 },
+        AttentionTiling { r: 2, c: 2 },
+        AttentionTiling { r: 2, c: 1 },
+        AttentionTiling { r: 1, c: 2 },
+        AttentionTiling { r: 1, c: 1 },
+    ];
+}
+
+/// The three blocked kernels of the family, which want different shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    Dq,
+    Dkdv,
+}
+
+impl Pass {
+    /// The tiling and the rows of a workgroup's block (when the sequence is that long).
+    /// Software adapters pay per load instruction, not per flop, so they want many blocks per
+    /// load; GPUs want fewer registers per invocation and more invocations. Chosen by timing
+    /// B = 32, H = 12, T = 128, Dh = 64 on llvmpipe and on an H100.
+    fn choose(self, gpu: &Gpu, dh: usize) -> (AttentionTiling, u32) {
+        let (r, c, rows) = match (gpu.is_cpu(), self) {
+            (true, _) => (2, 4, 64),
+            (false, Pass::Forward | Pass::Dq) => (2, 2, 64),
+            (false, Pass::Dkdv) => (1, 2, 32),
+        };
+        // TEMPORARY experiment hook
+        let (r, c) = std::env::var("CONVIRT_ATTN_TILING")
+            .ok()
+            .map_or((r, c), |s| {
+                let (a, b) = s.split_once('x').unwrap();
+                (a.parse().unwrap(), b.parse().unwrap())
+            });
+        let rows = std::env::var("CONVIRT_ATTN_ROWS")
+            .ok()
+            .map_or(rows, |s| s.parse().unwrap());
+        let mut c: u32 = c;
+        while (dh / 4) % c as usize != 0 {
+            c /= 2;
+        }
+        (AttentionTiling { r, c }, rows)
+    }
+
+    /// Score tiles in workgroup memory, and whether the per-chunk row statistics are too.
+    fn memory(self) -> (u32, bool) {
+        match self {
+            Pass::Forward => (1, true),
+            Pass::Dq => (1, false),
+            Pass::Dkdv => (2, false),
+        }
+    }
+}
+
+/// The attention shader unrolled for `t` (see the header of `shaders/attention.wgsl`): every
+/// line after an `// unroll i`, `// unroll j` or `// unroll i j` comment is repeated per row
+/// block and/or column block with its identifiers renamed. Generated once per tiling.
+pub fn shader(t: AttentionTiling) -> ShaderSource {
+    static CACHE: Mutex<Vec<(AttentionTiling, ShaderSource)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = cache.iter().find(|(k, _)| *k == t) {
+        return *s;
+    }
+    let mut out = String::with_capacity(TEMPLATE.len() * 2);
+    let mut lines = TEMPLATE.lines();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if let Some(spec) = trimmed.strip_prefix("// unroll ") {
+            let body = lines.next().unwrap_or_default();
+            let rows = if spec.contains('i') { t.r } else { 1 };
+            let cols = if spec.contains('j') { t.c } else { 1 };
+            for i in 0..rows {
+                for j in 0..cols {
+                    out.push_str(&rename(body, i, j));
+                    out.push('\n');
+                }
+            }
+        } else if trimmed.starts_with("const R:") {
+            out.push_str(&format!("const R: u32 = {}u;\n", t.r));
+        } else if trimmed.starts_with("const C:") {
+            out.push_str(&format!("const C: u32 = {}u;\n", t.c));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let name = format!("attention_{}x{}", t.r, t.c);
+    let source = ShaderSource {
+        name: Box::leak(name.into_boxed_str()),
+        wgsl: Box::leak(out.into_boxed_str()),
+    };
+    cache.push((t, source));
+    source
+}
+
+/// Renames the block identifiers of one unrolled line for block (i, j): names ending in
+/// `_i_j`, `_i` or `_j` get the indices, the constants `I` and `J` become literals.
+fn rename(line: &str, i: u32, j: u32) -> String {
+    let mut out = String::with_capacity(line.len() + 8);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let renamed = if let Some(stem) = word.strip_suffix("_i_j") {
+            format!("{stem}_{i}_{j}")
+        } else if let Some(stem) = word.strip_suffix("_i") {
+            format!("{stem}_{i}")
+        } else if let Some(stem) = word.strip_suffix("_j") {
+            format!("{stem}_{j}")
+        } else if word == "I" {
+            format!("{i}u")
+        } else if word == "J" {
+            format!("{j}u")
+        } else {
+            std::mem::take(word)
+        };
+        out.push_str(&renamed);
+        word.clear();
+    };
+    for ch in line.chars() {
+        if ch.is_ascii_alphanumeric() || ch == '_' {
+            word.push(ch);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    t: u32,
+    heads: u32,
+    nblk: u32,
+    blocks: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// The problem after shape checks, and what the backward needs to relaunch it.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    h: usize,
+    t: usize,
+    dh: usize,
+    scale: f32,
+}
+
+impl Dims {
+    fn rows(&self) -> usize {
+        self.b * self.h * self.t
+    }
+
+    /// `mult` T x T x Dh matrix products per (b, h): `4 B H T^2 Dh` for the forward's two.
+    fn products(&self, mult: usize) -> u64 {
+        (2 * mult * self.b * self.h * self.t * self.t * self.dh) as u64
+    }
+}
+
+/// One blocked kernel's shape for these dims.
+struct Launch {
+    tiling: AttentionTiling,
+    /// Row groups per workgroup.
+    g: u32,
+    /// Row blocks per (b, h), and workgroups in all.
+    nblk: u32,
+    blocks: u32,
+}
+
+/// The pass's tiling, then as many row groups as make its target rows (fewer for a short
+/// sequence; powers of two, so few pipelines are compiled whatever the lengths), then fewer
+/// until its tiles fit the adapter's workgroup memory and its invocations a workgroup.
+fn plan(gpu: &Gpu, d: &Dims, pass: Pass) -> Result<Launch> {
+    let (tiling, target) = pass.choose(gpu, d.dh);
+    let (tiles, stats) = pass.memory();
+    let AttentionTiling { r, c } = tiling;
+    let dh = d.dh as u32;
+    let n = dh / (4 * c);
+    let limits = gpu.limits();
+    let max_invocations = limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x);
+    let max_bytes = limits.max_compute_workgroup_storage_size;
+    let bytes = |g: u32| {
+        let rows = 4 * r * g;
+        4 * (tiles * rows * dh + if stats { 2 * n * rows } else { 0 })
+    };
+    let t = d.t as u32;
+    let mut g = (target / (4 * r))
+        .min(t.div_ceil(4 * r).next_power_of_two())
+        .max(1);
+    while g > 1 && (g * n > max_invocations || bytes(g) > max_bytes) {
+        g /= 2;
+    }
+    if g * n > max_invocations || bytes(g) > max_bytes {
+        return Err(Error::Invalid {
+            op: "attention",
+            why: format!(
+                "a head dimension of {} needs {} invocations and {} bytes of workgroup memory \
+                 per workgroup; this adapter allows {max_invocations} and {max_bytes}",
+                d.dh,
+                g * n,
+                bytes(g),
+            ),
+        });
+    }
+    let nblk = t.div_ceil(4 * r * g);
+    let blocks = u32_len("attention", d.b * d.h * nblk as usize)?;
+    Ok(Launch {
+        tiling,
+        g,
+        nblk,
+        blocks,
+    })
+}
+
+fn params(d: &Dims, nblk: u32, blocks: u32) -> Params {
+    Params {
+        t: d.t as u32,
+        heads: d.h as u32,
+        nblk,
+        blocks,
+        scale: d.scale,
+        _pad: [0; 3],
+    }
+}
+
+fn check(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<(usize, usize, usize, usize)> {
+    let op = "attention";
+    for t in [q, k, v].into_iter().chain(mask) {
+        t.expect_dtype(op, DType::F32)?;
+    }
+    if q.rank() != 4 {
+        return Err(Error::Shape {
+            op,
+            lhs: q.shape().to_vec(),
+            rhs: k.shape().to_vec(),
+            why: "q, k and v must be [batch, heads, tokens, head dim]".into(),
+        });
+    }
+    for (name, other) in [("k", k), ("v", v)] {
+        if other.shape() != q.shape() {
+            return Err(Error::Shape {
+                op,
+                lhs: q.shape().to_vec(),
+                rhs: other.shape().to_vec(),
+                why: format!("{name} must have q's shape [batch, heads, tokens, head dim]"),
+            });
+        }
+    }
+    let [b, h, t, dh] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
+    if let Some(m) = mask {
+        if m.shape() != [b, t] {
+            return Err(Error::Shape {
+                op: "attention mask",
+                lhs: q.shape().to_vec(),
+                rhs: m.shape().to_vec(),
+                why: format!("the key mask must be [batch, tokens] = [{b}, {t}]"),
+            });
+        }
+    }
+    if dh == 0 || dh % 4 != 0 || dh > 256 {
+        return Err(Error::Invalid {
+            op,
+            why: format!(
+                "head dimension {dh} (q shape {:?}) is not supported: it must be a multiple of \
+                 4, at most 256",
+                q.shape()
+            ),
+        });
+    }
+    u32_len(op, q.numel())?;
+    Ok((b, h, t, dh))
+}
+
+fn kernel<'a>(
+    tiling: AttentionTiling,
+    entry: &'static str,
+    overrides: &'a [(&'static str, f64)],
+) -> Kernel<'a> {
+    Kernel {
+        shader: shader(tiling),
+        entry,
+        overrides,
+    }
+}
+
+/// Fused multi-head attention: `softmax(scale Q K^T + mask) V` for every batch element and
+/// head, with its backward rule (gradients for `q`, `k` and `v`; the mask gets none).
+///
+/// `q`, `k`, `v` are `[B, H, T, Dh]` f32 (Dh a multiple of 4, at most 256; T any length).
+/// `key_mask` is `[B, T]`: 0 marks a padded key, any other value a real token (Hugging Face's
+/// attention mask), so padded keys get no weight. A query row whose keys are all padding
+/// has no softmax; its output is defined as 0 (and its gradients as 0), never NaN.
+///
+/// ```no_run
+/// # use convirt::{Gpu, Tensor};
+/// # let gpu = Gpu::shared()?;
+/// let q = Tensor::zeros(&gpu, &[2, 12, 128, 64])?;
+/// let mask = Tensor::full(&gpu, &[2, 128], 1.0)?;
+/// let ctx = convirt::ops::attention::attention(&q, &q, &q, Some(&mask), 0.125)?;
+/// assert_eq!(ctx.shape(), [2, 12, 128, 64]);
+/// # Ok::<(), convirt::Error>(())
+/// ```
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    key_mask: Option<&Tensor>,
+    scale: f32,
+) -> Result<Tensor> {
+    let (b, h, t, dh) = check(q, k, v, key_mask)?;
+    let gpu = q.gpu();
+    let d = Dims { b, h, t, dh, scale };
+    let out = Tensor::uninit(gpu, q.shape(), DType::F32, "attention")?;
+    let lse = Tensor::uninit(gpu, &[b, h, t], DType::F32, "attention")?;
+    if d.rows() > 0 {
+        let l = plan(gpu, &d, Pass::Forward)?;
+        let p = params(&d, l.nblk, l.blocks);
+        let mask = key_mask.unwrap_or(q);
+        let qkv = 3 * q.bytes();
+        gpu.dispatch(&Dispatch {
+            kernel: kernel(l.tiling, "forward", &overrides(&d, l.g, key_mask.is_some())),
+            name: "attention",
+            params: bytemuck::bytes_of(&p),
+            buffers: &[
+                (q.buffer(), Access::Read),
+                (k.buffer(), Access::Read),
+                (v.buffer(), Access::Read),
+                (mask.buffer(), Access::Read),
+                (out.buffer(), Access::ReadWrite),
+                (lse.buffer(), Access::ReadWrite),
+            ],
+            workgroups: gpu.grid(l.blocks),
+            flops: d.products(2),
+            bytes: qkv + out.bytes() + lse.bytes() + key_mask.map_or(0, |m| m.bytes()),
+        })?;
+    }
+    let saved = Saved {
+        q: q.detach(),
+        k: k.detach(),
+        v: v.detach(),
+        mask: key_mask.map(|m| m.detach()),
+        out: out.detach(),
+        lse,
+        d,
+    };
+    Ok(record("attention", out, &[q, k, v], move |g, needs| {
+        saved.backward(g, needs)
+    }))
+}
+
+fn overrides(d: &Dims, g: u32, has_mask: bool) -> [(&'static str, f64); 3] {
+    [
+        ("DH", d.dh as f64),
+        ("G", g as f64),
+        ("HAS_MASK", has_mask as u8 as f64),
+    ]
+}
+
+/// What the backward rule keeps from the forward: the inputs, the output and the rows' L.
+struct Saved {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Option<Tensor>,
+    out: Tensor,
+    lse: Tensor,
+    d: Dims,
+}
+
+impl Saved {
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let d = &self.d;
+        let gpu = g.gpu();
+        let (need_q, need_kv) = (needs[0], needs[1] || needs[2]);
+        if d.rows() == 0 || !(need_q || need_kv) {
+            let zeros = |t: &Tensor| Tensor::zeros(gpu, t.shape());
+            return Ok(vec![
+                Some(zeros(&self.q)?).filter(|_| needs[0]),
+                Some(zeros(&self.k)?).filter(|_| needs[1]),
+                Some(zeros(&self.v)?).filter(|_| needs[2]),
+            ]);
+        }
+        let shape = self.q.shape();
+        let has_mask = self.mask.is_some();
+        let mask = self.mask.as_ref().unwrap_or(&self.q);
+        let (b, h, t) = (d.b, d.h, d.t);
+        let big = self.q.bytes();
+        let small = self.lse.bytes();
+        let mask_bytes = self.mask.as_ref().map_or(0, |m| m.bytes());
+
+        // D = rowsum(dO * O), read by both gradient kernels.
+        let dd = Tensor::uninit(gpu, &[b, h, t], DType::F32, "attention_backward")?;
+        let rows = u32_len("attention_backward", d.rows())?;
+        let p = params(d, 0, rows);
+        gpu.dispatch(&Dispatch {
+            // Any tiling's module holds rowdot; the forward's is compiled already.
+            kernel: kernel(
+                Pass::Forward.choose(gpu, d.dh).0,
+                "rowdot",
+                &[("DH", d.dh as f64)],
+            ),
+            name: "attention_rowdot",
+            params: bytemuck::bytes_of(&p),
+            buffers: &[
+                (self.q.buffer(), Access::Read),
+                (self.k.buffer(), Access::Read),
+                (self.v.buffer(), Access::Read),
+                (mask.buffer(), Access::Read),
+                (self.out.buffer(), Access::ReadWrite),
+                (self.lse.buffer(), Access::ReadWrite),
+                (g.buffer(), Access::Read),
+                (dd.buffer(), Access::ReadWrite),
+            ],
+            workgroups: gpu.grid(rows.div_ceil(64)),
+            flops: 2 * (d.rows() * d.dh) as u64,
+            bytes: 2 * big + small,
+        })?;
+
+        let dq = if need_q {
+            let dq = Tensor::uninit(gpu, shape, DType::F32, "attention_backward")?;
+            let l = plan(gpu, d, Pass::Dq)?;
+            let p = params(d, l.nblk, l.blocks);
+            gpu.dispatch(&Dispatch {
+                kernel: kernel(l.tiling, "backward_dq", &overrides(d, l.g, has_mask)),
+                name: "attention_backward_dq",
+                params: bytemuck::bytes_of(&p),
+                buffers: &[
+                    (self.q.buffer(), Access::Read),
+                    (self.k.buffer(), Access::Read),
+                    (self.v.buffer(), Access::Read),
+                    (mask.buffer(), Access::Read),
+                    (self.out.buffer(), Access::ReadWrite),
+                    (self.lse.buffer(), Access::ReadWrite),
+                    (g.buffer(), Access::Read),
+                    (dd.buffer(), Access::ReadWrite),
+                    (dq.buffer(), Access::ReadWrite),
+                ],
+                workgroups: gpu.grid(l.blocks),
+                flops: d.products(3),
+                bytes: 5 * big + 2 * small + mask_bytes,
+            })?;
+            Some(dq)
+        } else {
+            None
+        };
+
+        let (dk, dv) = if need_kv {
+            let dk = Tensor::uninit(gpu, shape, DType::F32, "attention_backward")?;
+            let dv = Tensor::uninit(gpu, shape, DType::F32, "attention_backward")?;
+            let l = plan(gpu, d, Pass::Dkdv)?;
+            let p = params(d, l.nblk, l.blocks);
+            gpu.dispatch(&Dispatch {
+                kernel: kernel(l.tiling, "backward_dkdv", &overrides(d, l.g, has_mask)),
+                name: "attention_backward_dkdv",
+                params: bytemuck::bytes_of(&p),
+                buffers: &[
+                    (self.q.buffer(), Access::Read),
+                    (self.k.buffer(), Access::Read),
+                    (self.v.buffer(), Access::Read),
+                    (mask.buffer(), Access::Read),
+                    (self.out.buffer(), Access::ReadWrite),
+                    (self.lse.buffer(), Access::ReadWrite),
+                    (g.buffer(), Access::Read),
+                    (dd.buffer(), Access::ReadWrite),
+                    (dk.buffer(), Access::ReadWrite),
+                    (dv.buffer(), Access::ReadWrite),
+                ],
+                workgroups: gpu.grid(l.blocks),
+                flops: d.products(4),
+                bytes: 6 * big + 2 * small + mask_bytes,
+            })?;
+            (Some(dk), Some(dv))
+        } else {
+            (None, None)
+        };
+        Ok(vec![dq, dk.filter(|_| needs[1]), dv.filter(|_| needs[2])])
+    }
+}
+
+impl Tensor {
+    /// Fused multi-head attention with `self` as the queries; see [`attention`].
+    pub fn attention(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        key_mask: Option<&Tensor>,
+        scale: f32,
+    ) -> Result<Tensor> {
+        attention(self, k, v, key_mask, scale)
+    }
+}

@@ -1,0 +1,376 @@
+//! ConVIRT's cross-modal softmax-InfoNCE loss (`shaders/infonce.wgsl`), fused: the forward
+//! computes the loss and, when autograd will ask, both gradients through the L2
+//! normalisation; the backward only scales them by the incoming gradient (one small dispatch).
+
+use super::u32_len;
+use crate::autograd::{grad_enabled, record};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource};
+use crate::tensor::{DType, Tensor};
+use std::sync::Arc;
+
+pub const SHADER: ShaderSource = ShaderSource {
+    name: "infonce",
+    wgsl: include_str!("../../shaders/infonce.wgsl"),
+};
+
+/// Invocations per workgroup (the shader's `WG`: 16 x 16, a 4 x 4 block each of a 64 x 64 tile).
+const WG: u32 = 256;
+/// Rows and columns of a tile of S (the shader's `TILE`).
+const TILE: usize = 64;
+/// Largest batch that [`infonce`] computes in one dispatch of one workgroup. Above it the
+/// tiled path spreads the O(N^2 d) work over many workgroups.
+pub const FUSED_MAX_N: usize = 1024;
+
+/// Which kernels compute the loss: [`infonce`] takes `Auto`; the others force a path (tests
+/// compare them, profiles time them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InfoNcePath {
+    /// `Fused` for N <= [`FUSED_MAX_N`], else `Tiled`.
+    Auto,
+    /// One dispatch of one workgroup (any N, but slow for large N: S is N^2 floats of scratch
+    /// and the products run on one compute unit).
+    Fused,
+    /// A few dispatches over many workgroups; S is recomputed, never stored whole.
+    Tiled,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    d: u32,
+    nt: u32,
+    rows: u32,
+    r0: u32,
+    nrm: u32,
+    lse: u32,
+    term: u32,
+    diag: u32,
+    prow: u32,
+    pcol: u32,
+    mat: u32,
+    inv_tau: f32,
+    lambda: f32,
+    grad_scale: f32,
+    _pad1: f32,
+}
+
+/// The cross-modal softmax-InfoNCE loss of ConVIRT, a scalar (shape `[]`).
+///
+/// `v` and `u` are `[N, d]` f32 image and text embeddings; row `i` of each is a positive
+/// pair. Both are L2-normalised by rows (`v / max(|v|, 1e-12)`, as `F.normalize`), then
+/// `S = v' u'^T / tau` and
+///
+/// `L = (1/N) sum_i [lambda * -log softmax_row(S)_ii + (1 - lambda) * -log softmax_col(S)_ii]`
+///
+/// (image-to-text and text-to-image; the paper uses `tau = 0.1`, `lambda = 0.75`).
+///
+/// One dispatch computes everything for `N <=` [`FUSED_MAX_N`], a few for larger `N`; the
+/// gradients with respect to `v` and `u` are computed in the same pass when autograd records
+/// (grad mode on and an input requiring a gradient), and `backward` only scales them.
+/// Accumulation is f32; the log-sum-exps track their maximum on the fly, so any `tau > 0`
+/// is stable (0.01 is tested).
+///
+/// Errors: shapes that are not the same `[N, d]` ([`Error::Shape`]), `N` or `d` zero,
+/// `tau <= 0` or not finite, `lambda` outside `[0, 1]`, non-f32 inputs ([`Error::Invalid`]).
+///
+/// ```no_run
+/// # use convirt::{Gpu, Tensor};
+/// # let gpu = Gpu::shared()?;
+/// let v = Tensor::param(&gpu, &[1.0, 0.0, 0.0, 1.0], &[2, 2])?;
+/// let u = Tensor::param(&gpu, &[1.0, 0.1, 0.2, 1.0], &[2, 2])?;
+/// let loss = convirt::ops::infonce::infonce(&v, &u, 0.1, 0.75)?;
+/// loss.backward()?;
+/// assert!(v.grad().is_some() && u.grad().is_some());
+/// # Ok::<(), convirt::Error>(())
+/// ```
+pub fn infonce(v: &Tensor, u: &Tensor, tau: f32, lambda: f32) -> Result<Tensor> {
+    infonce_with(v, u, tau, lambda, InfoNcePath::Auto)
+}
+
+/// [`infonce`] on a chosen path (same results up to f32 rounding).
+pub fn infonce_with(
+    v: &Tensor,
+    u: &Tensor,
+    tau: f32,
+    lambda: f32,
+    path: InfoNcePath,
+) -> Result<Tensor> {
+    let op = "infonce";
+    v.expect_dtype(op, DType::F32)?;
+    u.expect_dtype(op, DType::F32)?;
+    if v.rank() != 2 || v.shape() != u.shape() {
+        return Err(Error::Shape {
+            op,
+            lhs: v.shape().to_vec(),
+            rhs: u.shape().to_vec(),
+            why: "image and text embeddings must both be [N, d] with the same N and d".into(),
+        });
+    }
+    let (n, d) = (v.shape()[0], v.shape()[1]);
+    if n == 0 || d == 0 {
+        return Err(Error::Invalid {
+            op,
+            why: format!("needs at least one pair of non-empty embeddings, got [{n}, {d}]"),
+        });
+    }
+    if !(tau.is_finite() && tau > 0.0) {
+        return Err(Error::Invalid {
+            op,
+            why: format!("the temperature must be positive and finite, got {tau}"),
+        });
+    }
+    if !(0.0..=1.0).contains(&lambda) {
+        return Err(Error::Invalid {
+            op,
+            why: format!("lambda weighs the two directions and must be in [0, 1], got {lambda}"),
+        });
+    }
+    let fused = match path {
+        InfoNcePath::Auto => n <= FUSED_MAX_N,
+        InfoNcePath::Fused => true,
+        InfoNcePath::Tiled => false,
+    };
+    let want_grad = grad_enabled() && (v.requires_grad_flag() || u.requires_grad_flag());
+    let gpu = v.gpu();
+    let nt = n.div_ceil(TILE);
+
+    // Scratch layout (elements): v', u' | inverse norms | lr, lc | loss terms | S_ii | partial
+    // row and column statistics (tiled) | matrix (S, or a chunk of dC rows).
+    let stats = if fused { 0 } else { 2 * nt * n };
+    let nrm = 2 * n * d;
+    let lse = nrm + 2 * n;
+    let term = lse + 2 * n;
+    let diag = term + n;
+    let prow = diag + n;
+    let pcol = prow + stats;
+    let mat = pcol + stats;
+    let rows = if fused {
+        n
+    } else if want_grad {
+        chunk_rows(gpu, n, mat)
+    } else {
+        0
+    };
+    let total = mat + rows * n;
+    u32_len(op, total)?;
+    let scratch = Tensor::uninit(gpu, &[total], DType::F32, op)?;
+    let loss = Tensor::uninit(gpu, &[], DType::F32, op)?;
+    // Without gradients the kernels still declare gv and gu: one-element stand-ins.
+    let grad_shape = if want_grad { vec![n, d] } else { vec![1] };
+    let gv = Tensor::uninit(gpu, &grad_shape, DType::F32, op)?;
+    let gu = Tensor::uninit(gpu, &grad_shape, DType::F32, op)?;
+
+    let params = Params {
+        n: n as u32,
+        d: d as u32,
+        nt: nt as u32,
+        rows: rows as u32,
+        r0: 0,
+        nrm: nrm as u32,
+        lse: lse as u32,
+        term: term as u32,
+        diag: diag as u32,
+        prow: prow as u32,
+        pcol: pcol as u32,
+        mat: mat as u32,
+        inv_tau: 1.0 / tau,
+        lambda,
+        grad_scale: 1.0 / (n as f32 * tau),
+        _pad1: 0.0,
+    };
+    let buffers = [
+        (gv.buffer(), Access::ReadWrite),
+        (gu.buffer(), Access::ReadWrite),
+        (loss.buffer(), Access::ReadWrite),
+        (v.buffer(), Access::Read),
+        (u.buffer(), Access::Read),
+        (scratch.buffer(), Access::ReadWrite),
+    ];
+    let tk = k_step(gpu);
+    let lanes = row_lanes(gpu);
+    let launch = |entry: &'static str,
+                  name: &'static str,
+                  p: &Params,
+                  extra: Option<(&'static str, bool)>,
+                  workgroups: [u32; 3],
+                  flops: usize,
+                  bytes: usize| {
+        let mut overrides = vec![("TK", tk as f64), ("LANES", lanes as f64)];
+        overrides.extend(extra.map(|(k, on)| (k, on as u8 as f64)));
+        gpu.dispatch(&Dispatch {
+            kernel: Kernel {
+                shader: SHADER,
+                entry,
+                overrides: &overrides,
+            },
+            name,
+            params: bytemuck::bytes_of(p),
+            buffers: &buffers,
+            workgroups,
+            flops: flops as u64,
+            bytes: bytes as u64,
+        })
+    };
+    let (nd, nn) = (n * d, n * n);
+    let tiles = |len: usize| len.div_ceil(TILE) as u32;
+    if fused {
+        let products = if want_grad { 3 } else { 1 };
+        launch(
+            "fused",
+            "infonce_fused",
+            &params,
+            Some(("GRAD", want_grad)),
+            [1, 1, 1],
+            2 * products * nn * d + 10 * nn,
+            4 * (4 * nd + 2 * nn),
+        )?;
+    } else {
+        // The row-wise kernels: a workgroup per batch of WG / LANES rows.
+        let rows_grid = gpu.grid((2 * n).div_ceil((WG / lanes) as usize) as u32);
+        launch(
+            "normalize_embeddings",
+            "infonce_normalize",
+            &params,
+            None,
+            rows_grid,
+            4 * nd,
+            16 * nd,
+        )?;
+        launch(
+            "lse_tiles",
+            "infonce_lse_tiles",
+            &params,
+            None,
+            [nt as u32, nt as u32, 1],
+            2 * nn * d + 4 * nn,
+            4 * (2 * nd * nt + 4 * nt * n),
+        )?;
+        launch(
+            "lse_combine",
+            "infonce_lse_combine",
+            &params,
+            None,
+            gpu.grid(n.div_ceil(WG as usize) as u32),
+            2 * nd + 10 * nt * n,
+            4 * (4 * nt * n + 2 * nd + 3 * n),
+        )?;
+        launch(
+            "loss_sum",
+            "infonce_loss_sum",
+            &params,
+            None,
+            [1, 1, 1],
+            n,
+            4 * n,
+        )?;
+        if want_grad {
+            for r0 in (0..n).step_by(rows) {
+                let rc = rows.min(n - r0);
+                let p = Params {
+                    r0: r0 as u32,
+                    rows: rc as u32,
+                    ..params
+                };
+                let products = 2 * rc * n * d;
+                launch(
+                    "dscores",
+                    "infonce_dscores",
+                    &p,
+                    None,
+                    [nt as u32, tiles(rc), 1],
+                    products + 8 * rc * n,
+                    4 * (rc * n + 2 * rc * d * nt),
+                )?;
+                launch(
+                    "grad_v",
+                    "infonce_grad_v",
+                    &p,
+                    None,
+                    [tiles(d), tiles(rc), 1],
+                    products,
+                    4 * (rc * n + rc * d),
+                )?;
+                launch(
+                    "grad_u",
+                    "infonce_grad_u",
+                    &p,
+                    Some(("ACCUMULATE", r0 > 0)),
+                    [tiles(d), nt as u32, 1],
+                    products,
+                    4 * (rc * n + rc * d + 2 * nd),
+                )?;
+            }
+            launch(
+                "project",
+                "infonce_project",
+                &params,
+                None,
+                rows_grid,
+                8 * nd,
+                4 * 6 * nd,
+            )?;
+        }
+    }
+    drop(scratch);
+    if !want_grad {
+        return Ok(loss);
+    }
+    let p = params;
+    Ok(record("infonce", loss, &[v, u], move |g, needs| {
+        let gpu: &Arc<Gpu> = g.gpu();
+        // The kept gradients belong to this closure alone: scaled in place, then handed over.
+        gpu.dispatch(&Dispatch {
+            kernel: Kernel {
+                shader: SHADER,
+                entry: "scale_grads",
+                overrides: &[],
+            },
+            name: "infonce_backward",
+            params: bytemuck::bytes_of(&p),
+            buffers: &[
+                (gv.buffer(), Access::ReadWrite),
+                (gu.buffer(), Access::ReadWrite),
+                (g.buffer(), Access::ReadWrite),
+            ],
+            workgroups: gpu.grid(nd.div_ceil(WG as usize) as u32),
+            flops: 2 * nd as u64,
+            bytes: 16 * nd as u64,
+        })?;
+        Ok(vec![needs[0].then_some(gv), needs[1].then_some(gu)])
+    }))
+}
+
+/// Rows of dC per chunk of the tiled path: as many as the scratch budget allows (whole tiles),
+/// all `n` when they fit.
+fn chunk_rows(gpu: &Gpu, n: usize, fixed_elems: usize) -> usize {
+    let fixed = 4 * fixed_elems as u64;
+    let budget = gpu
+        .scratch_bytes()
+        .min(gpu.max_binding_bytes().saturating_sub(fixed));
+    let rows = (budget / (4 * n as u64)) as usize / TILE * TILE;
+    rows.max(TILE).min(n)
+}
+
+/// The shader's `TK`: K-slices of 32 when two 32 x 64 tiles and the reduction array fit the
+/// adapter's workgroup memory (half the barriers), else 16 (11 KiB, within the 16 KiB that
+/// every adapter has).
+fn k_step(gpu: &Gpu) -> u32 {
+    let need = |tk: u32| 2 * tk * TILE as u32 * 4 + WG * 8;
+    if gpu.limits().max_compute_workgroup_storage_size >= need(32) {
+        32
+    } else {
+        16
+    }
+}
+
+/// The shader's `LANES`: invocations per row in the row-wise phases. 32 on GPUs, so reads are
+/// coalesced; 1 on CPU adapters, which gather lane by lane anyway and pay for every barrier.
+fn row_lanes(gpu: &Gpu) -> u32 {
+    if gpu.is_cpu() {
+        1
+    } else {
+        32
+    }
+}
