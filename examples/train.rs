@@ -73,10 +73,11 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
             "--out" => args.out = Some(value()?.into()),
             "--resume" => args.resume = Some(value()?.into()),
             "--contact-sheet" => args.contact_sheet = Some(value()?.into()),
-            "--steps" | "--batch" | "--lr" | "--weight-decay" | "--tau" | "--lambda" | "--image-size" | "--seed"
-            | "--train-samples" | "--val-samples" | "--eval-every" | "--checkpoint-every" | "--clip-grad" => {
-                args.overrides.push((flag.trim_start_matches("--").to_string(), value()?))
-            }
+            "--steps" | "--batch" | "--lr" | "--weight-decay" | "--tau" | "--lambda"
+            | "--image-size" | "--seed" | "--train-samples" | "--val-samples" | "--eval-every"
+            | "--checkpoint-every" | "--clip-grad" => args
+                .overrides
+                .push((flag.trim_start_matches("--").to_string(), value()?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -85,7 +86,10 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
 
 fn apply_overrides(c: &mut TrainConfig, overrides: &[(String, String)]) -> Result<()> {
     for (k, v) in overrides {
-        let bad = |e: &dyn std::fmt::Display| Error::Invalid { op: "train", why: format!("--{k} {v}: {e}") };
+        let bad = |e: &dyn std::fmt::Display| Error::Invalid {
+            op: "train",
+            why: format!("--{k} {v}: {e}"),
+        };
         let int = || v.parse::<usize>().map_err(|e| bad(&e));
         let float = || v.parse::<f32>().map_err(|e| bad(&e));
         match k.as_str() {
@@ -106,7 +110,10 @@ fn apply_overrides(c: &mut TrainConfig, overrides: &[(String, String)]) -> Resul
         }
     }
     if !(c.tau > 0.0) || !(0.0..=1.0).contains(&c.lambda) || c.batch < 2 {
-        return Err(Error::Invalid { op: "train", why: "need tau > 0, lambda in [0, 1] and a batch of at least 2".into() });
+        return Err(Error::Invalid {
+            op: "train",
+            why: "need tau > 0, lambda in [0, 1] and a batch of at least 2".into(),
+        });
     }
     Ok(())
 }
@@ -118,8 +125,16 @@ fn corpus_size(image_size: usize) -> usize {
 
 fn datasets(c: &TrainConfig) -> (Arc<dyn Dataset>, Arc<dyn Dataset>) {
     let size = corpus_size(c.image_size);
-    let train = SyntheticDataset { n: c.train_samples, size, seed: c.seed };
-    let val = SyntheticDataset { n: c.val_samples, size, seed: c.seed.wrapping_add(0x5EED) };
+    let train = SyntheticDataset {
+        n: c.train_samples,
+        size,
+        seed: c.seed,
+    };
+    let val = SyntheticDataset {
+        n: c.val_samples,
+        size,
+        seed: c.seed.wrapping_add(0x5EED),
+    };
     (Arc::new(train), Arc::new(val))
 }
 
@@ -127,14 +142,22 @@ fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<Trainer> {
     let mut config = match args.config.as_deref().unwrap_or("small") {
         "small" => TrainConfig::small(),
         "paper" => TrainConfig::paper(),
-        other => return Err(Error::Invalid { op: "train", why: format!("--config {other}: use small or paper") }),
+        other => {
+            return Err(Error::Invalid {
+                op: "train",
+                why: format!("--config {other}: use small or paper"),
+            })
+        }
     };
     apply_overrides(&mut config, &args.overrides)?;
     let tokenizer = match &args.tokenizer {
         Some(path) => Tokenizer::from_file(path, config.max_tokens)?,
         None => {
             let (train, _) = datasets(&config);
-            eprintln!("training a WordPiece vocabulary on the corpus ({} reports)...", train.len());
+            eprintln!(
+                "training a WordPiece vocabulary on the corpus ({} reports)...",
+                train.len()
+            );
             let mut sentences = Vec::new();
             for i in 0..train.len() {
                 sentences.extend(train.get(i)?.1);
@@ -142,8 +165,15 @@ fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<Trainer> {
             Tokenizer::train_wordpiece(&sentences, config.vocab_size, true, config.max_tokens)?
         }
     };
-    config.text = BertConfig { vocab_size: tokenizer.vocab_size(), ..config.text };
-    Trainer::new(config.clone(), tokenizer, &mut WeightSource::random(gpu, config.seed))
+    config.text = BertConfig {
+        vocab_size: tokenizer.vocab_size(),
+        ..config.text
+    };
+    Trainer::new(
+        config.clone(),
+        tokenizer,
+        &mut WeightSource::random(gpu, config.seed),
+    )
 }
 
 /// A fixed validation set: the same crops every time (no augmentation).
@@ -161,7 +191,9 @@ fn validation_batches(c: &TrainConfig) -> Result<Vec<PairBatch>> {
         blur_sigma: (0.0, 0.0),
         out_size: c.image_size,
     };
-    PairLoader::new(val, plain, c.batch, c.seed ^ 0xDA7A)?.epoch(0).collect()
+    PairLoader::new(val, plain, c.batch, c.seed ^ 0xDA7A)?
+        .epoch(0)
+        .collect()
 }
 
 struct Metrics {
@@ -176,13 +208,29 @@ impl Metrics {
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| Error::Invalid { op: "train", why: format!("{}: {e}", path.display()) })?;
-        Ok(Metrics { file, curve: Vec::new() })
+            .map_err(|e| Error::Invalid {
+                op: "train",
+                why: format!("{}: {e}", path.display()),
+            })?;
+        Ok(Metrics {
+            file,
+            curve: Vec::new(),
+        })
     }
 
-    fn record(&mut self, step: usize, train: f32, val: Option<f32>, lr: f32, images_per_s: f64) -> Result<()> {
+    fn record(
+        &mut self,
+        step: usize,
+        train: f32,
+        val: Option<f32>,
+        lr: f32,
+        images_per_s: f64,
+    ) -> Result<()> {
         // JSON has no NaN: a loss not measured at this step is null.
-        let number = |v: Option<f32>| v.filter(|v| v.is_finite()).map_or("null".to_string(), |v| format!("{v:.6}"));
+        let number = |v: Option<f32>| {
+            v.filter(|v| v.is_finite())
+                .map_or("null".to_string(), |v| format!("{v:.6}"))
+        };
         writeln!(
             self.file,
             "{{\"step\": {step}, \"train_loss\": {}, \"val_loss\": {}, \"lr\": {lr:e}, \"images_per_s\": {images_per_s:.3}}}",
@@ -207,10 +255,19 @@ fn run(args: Args) -> Result<()> {
         None => new_run(&gpu, &args)?,
     };
     let c = trainer.config.clone();
-    let out = args.out.clone().or(args.resume.clone()).unwrap_or_else(|| PathBuf::from(format!("runs/convirt-{}", c.name)));
-    std::fs::create_dir_all(&out).map_err(|e| Error::Invalid { op: "train", why: format!("{}: {e}", out.display()) })?;
+    let out = args
+        .out
+        .clone()
+        .or(args.resume.clone())
+        .unwrap_or_else(|| PathBuf::from(format!("runs/convirt-{}", c.name)));
+    std::fs::create_dir_all(&out).map_err(|e| Error::Invalid {
+        op: "train",
+        why: format!("{}: {e}", out.display()),
+    })?;
     if let Some(path) = &args.contact_sheet {
-        let samples: Vec<_> = (0..16).map(|i| convirt::data::synthetic::generate(i, corpus_size(c.image_size), c.seed)).collect();
+        let samples: Vec<_> = (0..16)
+            .map(|i| convirt::data::synthetic::generate(i, corpus_size(c.image_size), c.seed))
+            .collect();
         convirt::data::synthetic::contact_sheet(&samples, path)?;
         eprintln!("contact sheet written to {}", path.display());
     }
@@ -232,7 +289,10 @@ fn run(args: Args) -> Result<()> {
     let val = validation_batches(&c)?;
     let mut metrics = Metrics::open(&out)?;
     let (train_set, _) = datasets(&c);
-    let augment = Augment { out_size: c.image_size, ..Augment::default() };
+    let augment = Augment {
+        out_size: c.image_size,
+        ..Augment::default()
+    };
     let loader = PairLoader::new(train_set, augment, c.batch, c.seed)?;
     let per_epoch = (c.train_samples / c.batch).max(1);
 
@@ -240,12 +300,19 @@ fn run(args: Args) -> Result<()> {
     if trainer.step == 0 {
         metrics.record(0, f32::NAN, Some(first_val), trainer.adam.lr(), 0.0)?;
     }
-    eprintln!("validation loss at step {}: {first_val:.4} (chance: ln {} = {:.4})", trainer.step, c.batch, (c.batch as f32).ln());
+    eprintln!(
+        "validation loss at step {}: {first_val:.4} (chance: ln {} = {:.4})",
+        trainer.step,
+        c.batch,
+        (c.batch as f32).ln()
+    );
 
     let bar = ProgressBar::new(c.steps as u64).with_position(trainer.step as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let start_step = trainer.step;
@@ -269,7 +336,10 @@ fn run(args: Args) -> Result<()> {
                 None
             };
             metrics.record(step, loss, val_loss, trainer.adam.lr(), images_per_s)?;
-            let status = format!("loss {loss:.3}  val {last_val:.3}  lr {:.1e}  {images_per_s:.1} img/s", trainer.adam.lr());
+            let status = format!(
+                "loss {loss:.3}  val {last_val:.3}  lr {:.1e}  {images_per_s:.1} img/s",
+                trainer.adam.lr()
+            );
             bar.set_position(step as u64);
             bar.set_message(status.clone());
             if bar.is_hidden() && evaluate {

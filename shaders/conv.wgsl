@@ -9,17 +9,18 @@
 //          which keeps small late-stage feature maps efficient)
 // col2im   dx[n, c, y, x] = sum over (i, j, oy, ox) with oy s - p + i = y, ox s - p + j = x
 
-// Grids are 3-D: x over output positions (im2col) or input pixels (col2im), y over the
-// column row (c, i, j) or the channel, z over the image. What varies between neighbouring
-// invocations is then only the position, so the other indices cost no division per element
-// (integer division is the dominant cost of these kernels on CPU adapters).
+// Grids are 2-D: x over (image, output position) (im2col) or (image, input pixel) (col2im),
+// y over the column row (c, i, j) or the channel, so small late-stage maps still fill whole
+// workgroups, and the row costs no division per element. Integer division is the dominant
+// cost of these kernels on CPU adapters, so the rest is divided by float reciprocals (split).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     oh: u32, ow: u32, kh: u32, kw: u32,
     pad: u32, _pad0: u32,
-    // 1 / OW and 1 / W, for divisions by multiplication (see split).
-    inv_ow: f32, inv_w: f32,
+    // 1 / OW, 1 / W, 1 / (OH OW), 1 / (H W), for divisions by multiplication (see split).
+    inv_ow: f32, inv_w: f32, inv_ohw: f32, inv_hw: f32,
+    _pad1: u32, _pad2: u32, _pad3: u32, _pad4: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,16 +43,18 @@ fn split(a: u32, d: u32, inv_d: f32) -> vec2<u32> {
 
 // Each invocation writes SPAN consecutive positions of one column row: the index arithmetic
 // is shared by SPAN elements (the host sets SPAN = 4 when OW % 4 == 0, so the four positions
-// share one output row y; else 1).
+// share one image and one output row y; else 1).
 override SPAN: u32 = 1u;
 
 @compute @workgroup_size(WG)
 fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let ohw = p.oh * p.ow;
-    let pos = (wid.x * WG + lid.x) * SPAN;
-    if (pos >= ohw) { return; }
+    let flat = (wid.x * WG + lid.x) * SPAN;
+    if (flat >= p.n * ohw) { return; }
+    let np = split(flat, ohw, p.inv_ohw);
+    let n = np.x;
+    let pos = np.y;
     let row = wid.y;
-    let n = wid.z;
     let kk = p.kh * p.kw;
     let c = row / kk;
     let i = (row / p.kw) % p.kh;
@@ -75,10 +78,13 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 
 @compute @workgroup_size(WG)
 fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let pixel = wid.x * WG + lid.x;
-    if (pixel >= p.h * p.w) { return; }
+    let hw = p.h * p.w;
+    let flat = wid.x * WG + lid.x;
+    if (flat >= p.n * hw) { return; }
+    let np = split(flat, hw, p.inv_hw);
+    let n = np.x;
+    let pixel = np.y;
     let c = wid.y;
-    let n = wid.z;
     let yx = split(pixel, p.w, p.inv_w);
     let y = yx.x;
     let x = yx.y;

@@ -36,6 +36,9 @@ struct Params {
     _pad: u32,
     inv_ow: f32,
     inv_w: f32,
+    inv_ohw: f32,
+    inv_hw: f32,
+    _pad2: [u32; 4],
 }
 
 /// The geometry of one convolution, checked.
@@ -125,13 +128,16 @@ impl Geometry {
             _pad: 0,
             inv_ow: 1.0 / self.ow as f32,
             inv_w: 1.0 / self.w as f32,
+            inv_ohw: 1.0 / (self.oh * self.ow) as f32,
+            inv_hw: 1.0 / (self.h * self.w) as f32,
+            _pad2: [0; 4],
         })
     }
 }
 
 fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Result<()> {
     let p = g.params()?;
-    // x: positions (im2col) or pixels (col2im); y: column rows or channels; z: images.
+    // x: (image, position) for im2col, (image, pixel) for col2im; y: column rows or channels.
     // im2col: four positions per invocation when a row holds whole groups of four.
     let span = if entry == "im2col" && g.ow % 4 == 0 {
         4
@@ -139,14 +145,14 @@ fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Resu
         1
     };
     let (positions, rows) = if entry == "im2col" {
-        ((g.oh * g.ow).div_ceil(span), g.ckk())
+        (g.n * g.oh * g.ow / span, g.ckk())
     } else {
-        (g.h * g.w, g.c)
+        (g.n * g.h * g.w, g.c)
     };
     let workgroups = [
         u32_len("conv2d", positions.div_ceil(WG as usize))?,
         u32_len("conv2d", rows)?,
-        u32_len("conv2d", g.n)?,
+        1,
     ];
     src.gpu().dispatch(&Dispatch {
         kernel: Kernel {

@@ -111,11 +111,28 @@ impl TrainConfig {
     }
 
     pub fn from_json(text: &str) -> Result<TrainConfig> {
-        let bad = |why: String| Error::Invalid { op: "TrainConfig", why };
+        let bad = |why: String| Error::Invalid {
+            op: "TrainConfig",
+            why,
+        };
         let v: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let get = |v: &Value, k: &str| v.get(k).cloned().ok_or_else(|| bad(format!("missing '{k}'")));
-        let int = |v: &Value, k: &str| get(v, k)?.as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("'{k}' is not an integer")));
-        let float = |v: &Value, k: &str| get(v, k)?.as_f64().map(|x| x as f32).ok_or_else(|| bad(format!("'{k}' is not a number")));
+        let get = |v: &Value, k: &str| {
+            v.get(k)
+                .cloned()
+                .ok_or_else(|| bad(format!("missing '{k}'")))
+        };
+        let int = |v: &Value, k: &str| {
+            get(v, k)?
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("'{k}' is not an integer")))
+        };
+        let float = |v: &Value, k: &str| {
+            get(v, k)?
+                .as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| bad(format!("'{k}' is not a number")))
+        };
         let t = get(&v, "text")?;
         Ok(TrainConfig {
             name: get(&v, "name")?.as_str().unwrap_or("custom").to_string(),
@@ -143,7 +160,10 @@ impl TrainConfig {
             eval_every: int(&v, "eval_every")?,
             checkpoint_every: int(&v, "checkpoint_every")?,
             max_tokens: int(&v, "max_tokens")?,
-            clip_grad_norm: v.get("clip_grad_norm").and_then(Value::as_f64).map(|x| x as f32),
+            clip_grad_norm: v
+                .get("clip_grad_norm")
+                .and_then(Value::as_f64)
+                .map(|x| x as f32),
             seed: int(&v, "seed")? as u64,
             train_samples: int(&v, "train_samples")?,
             val_samples: int(&v, "val_samples")?,

@@ -38,17 +38,33 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run: weights from `src` (a seeded initialiser, or files of pretrained weights).
-    pub fn new(config: TrainConfig, tokenizer: Tokenizer, src: &mut WeightSource) -> Result<Trainer> {
+    pub fn new(
+        config: TrainConfig,
+        tokenizer: Tokenizer,
+        src: &mut WeightSource,
+    ) -> Result<Trainer> {
         let model = ConVirt::new(src, config.arch, &config.text)?;
         model.text.freeze(config.frozen_layers);
         Trainer::from_parts(config, tokenizer, model)
     }
 
-    pub(crate) fn from_parts(config: TrainConfig, tokenizer: Tokenizer, model: ConVirt) -> Result<Trainer> {
+    pub(crate) fn from_parts(
+        config: TrainConfig,
+        tokenizer: Tokenizer,
+        model: ConVirt,
+    ) -> Result<Trainer> {
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
         let adam = Adam::new(&params, config.lr, config.weight_decay)?;
         let plateau = Plateau::new(config.plateau_factor, config.plateau_patience);
-        Ok(Trainer { config, model, tokenizer, adam, plateau, step: 0, params })
+        Ok(Trainer {
+            config,
+            model,
+            tokenizer,
+            adam,
+            plateau,
+            step: 0,
+            params,
+        })
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -61,7 +77,13 @@ impl Trainer {
         let images = Tensor::from_slice(self.gpu(), &batch.images, &[batch.texts.len(), 3, s, s])?;
         let texts: Vec<&str> = batch.texts.iter().map(String::as_str).collect();
         let tokens = self.tokenizer.encode(&texts)?;
-        let mode = if train { Mode::Train { seed: self.config.seed ^ (self.step as u64).wrapping_mul(0x2545_F491) } } else { Mode::Eval };
+        let mode = if train {
+            Mode::Train {
+                seed: self.config.seed ^ (self.step as u64).wrapping_mul(0x2545_F491),
+            }
+        } else {
+            Mode::Eval
+        };
         let v = self.model.embed_images(&images, train)?;
         let u = self.model.embed_texts(&tokens, mode)?;
         infonce(&v, &u, self.config.tau, self.config.lambda)

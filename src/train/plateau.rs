@@ -12,7 +12,12 @@ pub struct Plateau {
 
 impl Plateau {
     pub fn new(factor: f32, patience: usize) -> Plateau {
-        Plateau { factor, patience, best: f32::INFINITY, bad_evaluations: 0 }
+        Plateau {
+            factor,
+            patience,
+            best: f32::INFINITY,
+            bad_evaluations: 0,
+        }
     }
 
     /// Records a validation loss; returns the factor to apply to the learning rate (1 or
