@@ -130,10 +130,12 @@ fn draw_findings(rng: &mut Rng) -> Vec<Finding> {
 // ---------------------------------------------------------------------------------------------
 // Pictures
 
-/// Background, soft tissue over the mediastinum, added brightness of bone.
+/// Grey level of the air around the patient.
 const BACKGROUND: f32 = 0.03;
+/// Grey level of the mediastinum and heart.
 const MEDIASTINUM: f32 = 0.78;
-const RIB: f32 = 0.085;
+/// Brightness a rib adds.
+const RIB: f32 = 0.095;
 /// The heart's long axis dips 0.4 rad towards the image's right; its short axis is 0.7 of it.
 const HEART_COS: f32 = 0.921_061;
 const HEART_SIN: f32 = 0.389_418;
@@ -541,7 +543,7 @@ impl Scene {
         if let Some(f) = self.fracture.as_ref().filter(|f| f.side == side) {
             // A small extrapleural haematoma against the break.
             let d2 = (t - f.t).powi(2) + (y - self.rib_y(lung, f.rib, f.t)).powi(2);
-            g += 0.1 * (-d2 / (2.0 * 0.02f32.powi(2))).exp();
+            g += 0.16 * (-d2 / (2.0 * 0.022f32.powi(2))).exp();
         }
         let behind = 1.0 - 0.7 * central;
         g + body * (RIB * behind * self.ribs(side, t, y, e) + self.bones(t, y, e))
@@ -697,94 +699,100 @@ fn describe(f: &Finding, rng: &mut Rng) -> (String, String) {
     let mut pick = |options: Vec<String>| rng.choose(&options).clone();
     match f.kind {
         CARDIOMEGALY => {
-            let (adj, adv) = (
-                ["mild", "moderate", "severe"][sev],
-                ["mildly", "moderately", "markedly"][sev],
-            );
+            let adj = ["mild", "moderate", "severe"][sev];
+            let adv = ["mildly", "moderately", "markedly"][sev];
+            let cap = capitalise(adj);
             let text = pick(vec![
                 format!("The heart is {adv} enlarged."),
-                format!("{} cardiomegaly is present.", capitalise(adj)),
+                format!("{cap} cardiomegaly is present."),
                 format!("There is {adj} enlargement of the cardiac silhouette."),
                 format!("The cardiac silhouette is {adv} enlarged."),
             ]);
-            (text, format!("{} cardiomegaly.", capitalise(adj)))
+            (text, format!("{cap} cardiomegaly."))
         }
         EFFUSION => {
             let adj = ["small", "moderate", "large"][sev];
+            let cap = capitalise(adj);
             let mut options = vec![
                 format!("There is a {adj} {s} pleural effusion."),
-                format!("{} {s}-sided pleural effusion.", capitalise(adj)),
-                format!(
-                    "{} {s} pleural effusion with blunting of the {s} costophrenic angle.",
-                    capitalise(adj)
-                ),
+                format!("{cap} {s}-sided pleural effusion."),
+                format!("{cap} {s} pleural effusion with blunting of the {s} costophrenic angle."),
                 format!("A {adj} {s} pleural effusion layers at the {s} base."),
             ];
             if sev == 0 {
-                options.push(format!("Blunting of the {s} costophrenic angle is consistent with a small pleural effusion."));
+                options.push(format!(
+                    "Blunting of the {s} costophrenic angle is consistent with a small pleural \
+                     effusion."
+                ));
             }
-            (
-                pick(options),
-                format!("{} {s} pleural effusion.", capitalise(adj)),
-            )
+            (pick(options), format!("{cap} {s} pleural effusion."))
         }
         PNEUMOTHORAX => {
             let adj = ["small", "moderate", "large"][sev];
+            let cap = capitalise(adj);
             let text = pick(vec![
                 format!("There is a {adj} {s} apical pneumothorax."),
                 format!("A {adj} {s} pneumothorax is seen at the apex."),
-                format!("A visceral pleural line is seen at the {s} apex, consistent with a {adj} pneumothorax."),
-                format!("{} {s} pneumothorax, with no lung markings beyond the pleural line.", capitalise(adj)),
+                format!(
+                    "A visceral pleural line is seen at the {s} apex, consistent with a {adj} \
+                     pneumothorax."
+                ),
+                format!("{cap} {s} pneumothorax, with no lung markings beyond the pleural line."),
             ]);
-            (text, format!("{} {s} pneumothorax.", capitalise(adj)))
+            (text, format!("{cap} {s} pneumothorax."))
         }
         CONSOLIDATION => {
             let adj = ["subtle", "patchy", "dense"][sev];
+            let cap = capitalise(adj);
             let lobe = format!("{s} {zone} lobe");
             let text = pick(vec![
                 format!("There is {adj} consolidation in the {lobe}."),
-                format!("{} opacity in the {lobe}, concerning for pneumonia.", capitalise(adj)),
+                format!("{cap} opacity in the {lobe}, concerning for pneumonia."),
                 format!("Focal {adj} consolidation is seen in the {lobe}."),
-                format!("{} airspace consolidation in the {lobe}, compatible with pneumonia in the appropriate clinical setting.", capitalise(adj)),
+                format!(
+                    "{cap} airspace consolidation in the {lobe}, compatible with pneumonia in \
+                     the appropriate clinical setting."
+                ),
             ]);
             let impression = pick(vec![
-                format!("{} {lobe} consolidation.", capitalise(adj)),
+                format!("{cap} {lobe} consolidation."),
                 format!("{} pneumonia.", capitalise(&lobe)),
             ]);
             (text, impression)
         }
         EDEMA => {
             let adj = ["mild", "moderate", "severe"][sev];
+            let cap = capitalise(adj);
             let text = pick(vec![
                 format!("There is {adj} pulmonary edema."),
-                format!("{} pulmonary vascular congestion and perihilar haziness, consistent with pulmonary edema.", capitalise(adj)),
+                format!(
+                    "{cap} pulmonary vascular congestion and perihilar haziness, consistent \
+                     with pulmonary edema."
+                ),
                 format!("Bilateral perihilar opacities are consistent with {adj} pulmonary edema."),
-                format!("{} interstitial pulmonary edema.", capitalise(adj)),
+                format!("{cap} interstitial pulmonary edema."),
             ]);
-            (text, format!("{} pulmonary edema.", capitalise(adj)))
+            (text, format!("{cap} pulmonary edema."))
         }
         ATELECTASIS => {
             let adj = ["minimal", "mild", "moderate"][sev];
+            let cap = capitalise(adj);
             let place = if f.upper {
                 format!("{s} upper lobe")
             } else {
                 pick(vec![format!("{s} lung base"), format!("{s} lower lobe")])
             };
             let mut options = vec![
-                format!("{} plate-like atelectasis in the {place}.", capitalise(adj)),
+                format!("{cap} plate-like atelectasis in the {place}."),
                 format!("Linear opacity in the {place}, likely {adj} atelectasis."),
                 format!("There is {adj} subsegmental atelectasis in the {place}."),
             ];
             if !f.upper {
                 options.push(format!(
-                    "{} {s} basilar atelectasis with elevation of the {s} hemidiaphragm.",
-                    capitalise(adj)
+                    "{cap} {s} basilar atelectasis with elevation of the {s} hemidiaphragm."
                 ));
             }
-            (
-                pick(options),
-                format!("{} atelectasis in the {place}.", capitalise(adj)),
-            )
+            (pick(options), format!("{cap} atelectasis in the {place}."))
         }
         NODULE => {
             let mm = [6, 10, 16][sev] + rng.below([4, 6, 9][sev]) as usize;
@@ -812,14 +820,18 @@ fn describe(f: &Finding, rng: &mut Rng) -> (String, String) {
         }
         _ => {
             let adj = ["nondisplaced", "minimally displaced", "displaced"][sev];
+            let cap = capitalise(adj);
             let rib = ordinal(f.rib + 2);
             let text = pick(vec![
                 format!("There is a {adj} fracture of the {s} posterior {rib} rib."),
-                format!("{} fracture of the {s} {rib} rib.", capitalise(adj)),
+                format!("{cap} fracture of the {s} {rib} rib."),
                 format!("A {adj} {s} {rib} rib fracture is noted."),
-                format!("Cortical discontinuity of the {s} posterior {rib} rib, consistent with a {adj} fracture."),
+                format!(
+                    "Cortical discontinuity of the {s} posterior {rib} rib, consistent with a \
+                     {adj} fracture."
+                ),
             ]);
-            (text, format!("{} {s} {rib} rib fracture.", capitalise(adj)))
+            (text, format!("{cap} {s} {rib} rib fracture."))
         }
     }
 }
@@ -1243,64 +1255,5 @@ mod tests {
         );
         let _ = std::fs::remove_file(&path);
         assert!(contact_sheet(&[], &path).is_err());
-    }
-}
-
-#[cfg(test)]
-mod look {
-    #[test]
-    #[ignore]
-    fn write_sheet() {
-        let n: usize = std::env::var("SHEET_N")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(36);
-        let size: usize = std::env::var("SHEET_SIZE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(128);
-        let only: Option<usize> = std::env::var("SHEET_ONLY")
-            .ok()
-            .and_then(|v| v.parse().ok());
-        let samples: Vec<_> = (0..2000u64)
-            .map(|i| super::generate(i, size, 0))
-            .filter(|s| only.map_or(true, |k| s.labels[k]))
-            .take(n)
-            .collect();
-        for (i, s) in samples.iter().enumerate().take(12) {
-            println!("{i}: {:?}\n{}", s.finding_names(), s.report);
-        }
-        super::contact_sheet(&samples, std::path::Path::new("/tmp/convirt_sheet.png")).unwrap();
-    }
-}
-
-#[cfg(test)]
-mod look2 {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn fracture_pair() {
-        let kind: usize = std::env::var("KIND").ok().and_then(|v| v.parse().ok()).unwrap_or(FRACTURE);
-        let mut samples = Vec::new();
-        for sev in 0..3 {
-            for side in 0..2 {
-                let base = Scene::new(&[], &mut Rng::new(9 + side as u64));
-                let mut with = base.clone();
-                let f = Finding { kind, side, upper: sev == 1, severity: sev, rib: 5 + sev };
-                with.add(&f, 1.0, &mut Rng::new(1));
-                for sc in [base, with] {
-                    let mut sc = sc;
-                    sc.noise = 0.0;
-                    let image = sc.render(96, &mut Rng::new(2));
-                    samples.push(Sample { image, report: String::new(), labels: [false; 8] });
-                }
-            }
-        }
-        for p in samples.chunks(2) {
-            let d: Vec<f32> = p[0].image.data.iter().zip(&p[1].image.data).map(|(a, b)| (a - b).abs()).collect();
-            let big = d.iter().filter(|&&v| v > 0.05).count();
-            println!("kind {kind}: sum {:.1} max {:.2} pixels>0.05: {big}", d.iter().sum::<f32>(), d.iter().cloned().fold(0.0, f32::max));
-        }
-        contact_sheet(&samples, Path::new("/tmp/pair.png")).unwrap();
     }
 }
