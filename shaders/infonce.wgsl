@@ -23,7 +23,7 @@
 // Stability: |S| <= 1/tau, which suggests a fixed shift of 1/tau instead of a max pass; it is
 // NOT used, because exp(S - 1/tau) >= exp(-2/tau) underflows f32 (exp(-87) is the smallest
 // normal; GPUs flush denormals) for tau < 0.023: at tau = 0.01 a row whose best cosine is
-// below 0.13 (every row of a fresh model) would sum to 0 and its log to -inf. A shift of 0
+// below 0.13 (typical of random 512-d embeddings) would sum to 0 and its log to -inf. A shift of 0
 // overflows at S > 88 instead. So the maximum is tracked on the fly (online log-sum-exp, one
 // pass, one exp per element), which costs no extra pass and is stable for any tau.
 //
@@ -63,15 +63,15 @@ override ACCUMULATE: bool = false;
 // Step along K of a tile product: 32 where the adapter's workgroup memory holds two 32 x 64
 // tiles (half the barriers), else 16 (16 KiB is all that is guaranteed).
 override TK: u32 = 16u;
-// Invocations that share one row in the row-wise phases (normalise, log-sum-exp of rows,
-// project), a power of two dividing WG: 32 on GPUs, so neighbours read neighbouring elements
-// (a row per invocation strides d * 4 bytes between lanes and was 5x slower on an H100); 1 on
-// CPU adapters, where lanes gather one by one anyway and the reductions' barriers would cost.
-override LANES: u32 = 32u;
 
 // Invocations per workgroup: 16 x 16, each owning a 4 x 4 block of a 64 x 64 tile.
 const WG: u32 = 256u;
 const TILE: u32 = 64u;
+// Invocations that share one row in the row-wise phases (normalise, log-sum-exps of rows,
+// project), so neighbours read neighbouring elements: a row per invocation strides d * 4
+// bytes between lanes and made these phases over 10x slower on an H100. (llvmpipe, which
+// gathers lane by lane either way, timed the same with 1 and 32.)
+const LANES: u32 = 32u;
 // An empty online log-sum-exp: (max so far, sum of exp(x - max)). Finite, so merging two
 // empty ones never computes inf - inf.
 const EMPTY: vec2<f32> = vec2<f32>(-3.0e38, 0.0);
@@ -175,9 +175,6 @@ fn batch_row(b: u32, lid: u32) -> u32 {
 
 // Sum over the LANES invocations of lid's row; every invocation must call it.
 fn lane_sum(lid: u32, x: f32) -> f32 {
-    if (LANES == 1u) {
-        return x;
-    }
     red[lid].x = x;
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
@@ -193,9 +190,6 @@ fn lane_sum(lid: u32, x: f32) -> f32 {
 
 // The same for online log-sum-exps.
 fn lane_lse(lid: u32, ms: vec2<f32>) -> vec2<f32> {
-    if (LANES == 1u) {
-        return ms;
-    }
     red[lid] = ms;
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
