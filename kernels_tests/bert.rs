@@ -20,8 +20,8 @@ fn minilm_dir() -> PathBuf {
 }
 
 fn fixture() -> StateDict {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/minilm_reference.safetensors");
-    StateDict::read(&path).unwrap_or_else(|e| panic!("{e}\nThe MiniLM reference lives in ../shared/fixtures; CI provides it."))
+    let path = fixture_path("minilm_reference.safetensors");
+    StateDict::read(&path).unwrap_or_else(|e| panic!("{e}\nThe MiniLM reference lives in ../shared/fixtures (or CONVIRT_FIXTURES); CI provides it."))
 }
 
 fn floats(fix: &StateDict, key: &str) -> Vec<f64> {

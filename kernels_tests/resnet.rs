@@ -7,13 +7,11 @@ use convirt::models::resnet::{Arch, Head, ResNet};
 use convirt::nn::StateDict;
 use convirt::Tensor;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 fn fixture() -> StateDict {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/resnet_reference.safetensors");
+    let path = fixture_path("resnet_reference.safetensors");
     StateDict::read(&path).unwrap_or_else(|e| {
-        panic!("{e}\nThe ResNet reference lives in the shared fixtures folder beside the repository (../shared/fixtures); CI provides it.")
+        panic!("{e}\nThe ResNet reference lives in the shared fixtures folder beside the repository (../shared/fixtures, or CONVIRT_FIXTURES); CI provides it.")
     })
 }
 

@@ -49,16 +49,27 @@ impl BertConfig {
 
     /// Reads `config.json`; a missing field or a non-GELU activation is an error naming it.
     pub fn from_file(path: &Path) -> Result<BertConfig> {
-        let err = |why: String| Error::Invalid { op: "BertConfig", why: format!("{}: {why}", path.display()) };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
-        let int = |k: &str| -> Result<usize> {
-            json.get(k).and_then(|v| v.as_u64()).map(|v| v as usize).ok_or_else(|| err(format!("no integer field '{k}'")))
+        let err = |why: String| Error::Invalid {
+            op: "BertConfig",
+            why: format!("{}: {why}", path.display()),
         };
-        let float = |k: &str, default: f64| json.get(k).and_then(|v| v.as_f64()).unwrap_or(default) as f32;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
+        let int = |k: &str| -> Result<usize> {
+            json.get(k)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| err(format!("no integer field '{k}'")))
+        };
+        let float =
+            |k: &str, default: f64| json.get(k).and_then(|v| v.as_f64()).unwrap_or(default) as f32;
         if let Some(act) = json.get("hidden_act").and_then(|v| v.as_str()) {
             if act != "gelu" {
-                return Err(err(format!("hidden_act '{act}' is not supported (only the erf GELU, \"gelu\")")));
+                return Err(err(format!(
+                    "hidden_act '{act}' is not supported (only the erf GELU, \"gelu\")"
+                )));
             }
         }
         Ok(BertConfig {
@@ -97,7 +108,12 @@ impl BertLayer {
             key: Linear::new(src, &p("attention.self.key"), d, d, true)?,
             value: Linear::new(src, &p("attention.self.value"), d, d, true)?,
             attention_output: Linear::new(src, &p("attention.output.dense"), d, d, true)?,
-            attention_norm: LayerNorm::new(src, &p("attention.output.LayerNorm"), d, c.layer_norm_eps)?,
+            attention_norm: LayerNorm::new(
+                src,
+                &p("attention.output.LayerNorm"),
+                d,
+                c.layer_norm_eps,
+            )?,
             intermediate: Linear::new(src, &p("intermediate.dense"), d, i, true)?,
             output: Linear::new(src, &p("output.dense"), i, d, true)?,
             output_norm: LayerNorm::new(src, &p("output.LayerNorm"), d, c.layer_norm_eps)?,
@@ -155,23 +171,49 @@ impl BertModel {
         Ok(BertModel {
             config: c.clone(),
             word_embeddings: Embedding::new(src, "embeddings.word_embeddings", c.vocab_size, d)?,
-            position_embeddings: Embedding::new(src, "embeddings.position_embeddings", c.max_position_embeddings, d)?,
-            token_type_embeddings: Embedding::new(src, "embeddings.token_type_embeddings", c.type_vocab_size, d)?,
+            position_embeddings: Embedding::new(
+                src,
+                "embeddings.position_embeddings",
+                c.max_position_embeddings,
+                d,
+            )?,
+            token_type_embeddings: Embedding::new(
+                src,
+                "embeddings.token_type_embeddings",
+                c.type_vocab_size,
+                d,
+            )?,
             embeddings_norm: LayerNorm::new(src, "embeddings.LayerNorm", d, c.layer_norm_eps)?,
             layers,
-            pooler: if pooler { Some(Linear::new(src, "pooler.dense", d, d, true)?) } else { None },
+            pooler: if pooler {
+                Some(Linear::new(src, "pooler.dense", d, d, true)?)
+            } else {
+                None
+            },
         })
     }
 
     /// Freshly initialised, deterministic in `seed`.
-    pub fn random(gpu: &Arc<Gpu>, config: &BertConfig, pooler: bool, seed: u64) -> Result<BertModel> {
+    pub fn random(
+        gpu: &Arc<Gpu>,
+        config: &BertConfig,
+        pooler: bool,
+        seed: u64,
+    ) -> Result<BertModel> {
         BertModel::new(&mut WeightSource::random(gpu, seed), config, pooler)
     }
 
     /// Loads Hugging Face BERT weights from safetensors (`bert.` prefix accepted, `cls.` heads
     /// ignored); any other missing, unexpected or misshaped tensor is an error naming it.
-    pub fn load(gpu: &Arc<Gpu>, path: &Path, config: &BertConfig, pooler: bool) -> Result<BertModel> {
-        let mut src = WeightSource::from_file(gpu, path)?.accept_prefix("bert.").ignore("cls.");
+    pub fn load(
+        gpu: &Arc<Gpu>,
+        path: &Path,
+        config: &BertConfig,
+        pooler: bool,
+    ) -> Result<BertModel> {
+        let mut src = WeightSource::from_file(gpu, path)?
+            .accept_prefix("bert.")
+            .ignore("cls.");
         if !pooler {
             src = src.ignore("pooler.").ignore("bert.pooler.");
         }
@@ -184,7 +226,11 @@ impl BertModel {
     /// computed or stored for them, and backward stops above them.
     pub fn freeze(&self, layers: usize) {
         let mut frozen = Vec::new();
-        for e in [&self.word_embeddings, &self.position_embeddings, &self.token_type_embeddings] {
+        for e in [
+            &self.word_embeddings,
+            &self.position_embeddings,
+            &self.token_type_embeddings,
+        ] {
             e.named(&mut frozen);
         }
         self.embeddings_norm.named(&mut frozen);
@@ -202,22 +248,30 @@ impl BertModel {
         if t > self.config.max_position_embeddings {
             return Err(Error::Invalid {
                 op: "BertModel",
-                why: format!("{t} tokens exceed max_position_embeddings {}", self.config.max_position_embeddings),
+                why: format!(
+                    "{t} tokens exceed max_position_embeddings {}",
+                    self.config.max_position_embeddings
+                ),
             });
         }
         let positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
         let words = self.word_embeddings.forward(&tokens.ids, &[b, t])?;
         let pos = self.position_embeddings.forward(&positions, &[b, t])?;
-        let types = self.token_type_embeddings.forward(&tokens.type_ids, &[b, t])?;
-        let x = self.embeddings_norm.forward(&words.add(&pos)?.add(&types)?)?;
+        let types = self
+            .token_type_embeddings
+            .forward(&tokens.type_ids, &[b, t])?;
+        let x = self
+            .embeddings_norm
+            .forward(&words.add(&pos)?.add(&types)?)?;
         self.dropout(&x, mode, 0)
     }
 
     fn dropout(&self, x: &Tensor, mode: Mode, salt: u64) -> Result<Tensor> {
         match mode {
-            Mode::Train { seed } if self.config.hidden_dropout_prob > 0.0 => {
-                x.dropout(self.config.hidden_dropout_prob, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt)
-            }
+            Mode::Train { seed } if self.config.hidden_dropout_prob > 0.0 => x.dropout(
+                self.config.hidden_dropout_prob,
+                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt,
+            ),
             _ => Ok(x.clone()),
         }
     }
@@ -250,7 +304,10 @@ impl BertModel {
 
     /// The last hidden state [B, T, D].
     pub fn forward(&self, tokens: &TokenBatch, mode: Mode) -> Result<Tensor> {
-        Ok(self.hidden_states(tokens, mode)?.pop().expect("at least the embeddings"))
+        Ok(self
+            .hidden_states(tokens, mode)?
+            .pop()
+            .expect("at least the embeddings"))
     }
 
     /// BERT's pooler: tanh(dense(first token)), [B, D].
@@ -284,6 +341,9 @@ impl BertModel {
 
     /// The trainable parameters (frozen ones excluded).
     pub fn parameters(&self) -> Named {
-        self.named().into_iter().filter(|(_, t)| t.requires_grad_flag()).collect()
+        self.named()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad_flag())
+            .collect()
     }
 }

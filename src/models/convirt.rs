@@ -29,7 +29,8 @@ impl ProjectionHead {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.out.forward(&self.hidden.forward_with(x, Activation::Relu)?)
+        self.out
+            .forward(&self.hidden.forward_with(x, Activation::Relu)?)
     }
 
     pub fn named(&self, out: &mut Named) {
@@ -69,7 +70,8 @@ impl ConVirt {
 
     /// Image embeddings [N, 512] of images [N, 3, H, W] (not normalised: the loss does that).
     pub fn embed_images(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        self.image_head.forward(&self.image.features(images, train)?)
+        self.image_head
+            .forward(&self.image.features(images, train)?)
     }
 
     /// Text embeddings [N, 512]: BERT's token outputs max-pooled over the real tokens.
@@ -83,8 +85,19 @@ impl ConVirt {
     /// Every tensor (parameters and batch-norm statistics) under its checkpoint name.
     pub fn named(&self) -> Named {
         let mut out = Vec::new();
-        out.extend(self.image.named().into_iter().filter(|(n, _)| !n.starts_with("fc.")).map(|(n, t)| (join("image", &n), t)));
-        out.extend(self.text.named().into_iter().map(|(n, t)| (join("text", &n), t)));
+        out.extend(
+            self.image
+                .named()
+                .into_iter()
+                .filter(|(n, _)| !n.starts_with("fc."))
+                .map(|(n, t)| (join("image", &n), t)),
+        );
+        out.extend(
+            self.text
+                .named()
+                .into_iter()
+                .map(|(n, t)| (join("text", &n), t)),
+        );
         self.image_head.named(&mut out);
         self.text_head.named(&mut out);
         out
@@ -92,6 +105,9 @@ impl ConVirt {
 
     /// The trainable parameters (frozen ones excluded).
     pub fn parameters(&self) -> Named {
-        self.named().into_iter().filter(|(_, t)| t.requires_grad_flag()).collect()
+        self.named()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad_flag())
+            .collect()
     }
 }
