@@ -3,7 +3,7 @@
 //! the analytic reference on shapes of several blocks, and the shape errors.
 
 use crate::common::*;
-use convirt::ops::attention::attention;
+use convirt::ops::attention::{attention, attention_with_tiling, AttentionTiling};
 use convirt::{reference, Error, Tensor};
 
 struct Case {
@@ -16,6 +16,8 @@ struct Case {
     k: Vec<f64>,
     v: Vec<f64>,
     mask: Option<Vec<f64>>,
+    /// Imposed on every kernel instead of the adapter's choice.
+    tiling: Option<AttentionTiling>,
 }
 
 impl Case {
@@ -45,6 +47,7 @@ impl Case {
             k: rng.vec(n, -1.0, 1.0),
             v: rng.vec(n, -1.0, 1.0),
             mask,
+            tiling: None,
         }
     }
 
@@ -53,7 +56,21 @@ impl Case {
     }
 
     fn name(&self) -> String {
-        format!("attention {:?} mask {}", self.shape(), self.mask.is_some())
+        format!(
+            "attention {:?} mask {} tiling {:?}",
+            self.shape(),
+            self.mask.is_some(),
+            self.tiling
+        )
+    }
+
+    fn run(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> convirt::Result<Tensor> {
+        let mask = self.mask_tensor();
+        let scale = self.scale as f32;
+        match self.tiling {
+            Some(t) => attention_with_tiling(q, k, v, mask.as_ref(), scale, t),
+            None => attention(q, k, v, mask.as_ref(), scale),
+        }
     }
 
     fn mask_tensor(&self) -> Option<Tensor> {
@@ -81,8 +98,7 @@ impl Case {
             upload(&self.k, &s),
             upload(&self.v, &s),
         );
-        let mask = self.mask_tensor();
-        let out = attention(&q, &k, &v, mask.as_ref(), self.scale as f32).unwrap();
+        let out = self.run(&q, &k, &v).unwrap();
         assert_eq!(out.shape(), s);
         out.to_vec().unwrap()
     }
@@ -101,15 +117,7 @@ impl Case {
             .iter()
             .map(|x| Tensor::param(&g, &to_f32(x), &s).unwrap())
             .collect();
-        let mask = self.mask_tensor();
-        let out = attention(
-            &params[0],
-            &params[1],
-            &params[2],
-            mask.as_ref(),
-            self.scale as f32,
-        )
-        .unwrap();
+        let out = self.run(&params[0], &params[1], &params[2]).unwrap();
         let loss = out.mul(&upload(dout, &s)).unwrap().sum_all().unwrap();
         loss.backward().unwrap();
         [0, 1, 2].map(|i| params[i].grad().unwrap().to_vec().unwrap())
@@ -226,7 +234,17 @@ fn attention_backward_by_finite_differences() {
 fn attention_backward_over_several_blocks() {
     Case::new(2, 3, 130, 32, Some(&[130, 77]), 50).check_backward(51);
     Case::new(1, 2, 200, 64, None, 52).check_backward(53);
-    Case::new(2, 1, 23, 36, Some(&[1, 20]), 54).check_backward(55);
+}
+
+#[test]
+fn attention_every_tiling_forward_and_backward() {
+    // Each adapter kind runs only its own tilings; impose the others (Dh = 48 fits them all).
+    for tiling in AttentionTiling::ALL {
+        let mut c = Case::new(2, 3, 37, 48, Some(&[37, 12]), 70);
+        c.tiling = Some(tiling);
+        c.check_forward();
+        c.check_backward(71);
+    }
 }
 
 #[test]

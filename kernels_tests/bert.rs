@@ -36,7 +36,8 @@ fn ints(fix: &StateDict, key: &str) -> Vec<i64> {
 fn minilm_matches_pytorch_on_real_weights() {
     let dir = minilm_dir();
     let fix = fixture();
-    let sentences: Vec<String> = serde_json::from_str(&fix.metadata["sentences"]).expect("sentences metadata");
+    let sentences: Vec<String> =
+        serde_json::from_str(&fix.metadata["sentences"]).expect("sentences metadata");
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
 
     // Token ids, mask and type ids equal the reference tokenizer's exactly.
@@ -45,7 +46,10 @@ fn minilm_matches_pytorch_on_real_weights() {
     let as_i64 = |v: &[u32]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
     assert_eq!(as_i64(&batch.ids), ints(&fix, "input_ids"));
     assert_eq!(as_i64(&batch.type_ids), ints(&fix, "token_type_ids"));
-    assert_eq!(batch.mask.iter().map(|&m| m as i64).collect::<Vec<_>>(), ints(&fix, "attention_mask"));
+    assert_eq!(
+        batch.mask.iter().map(|&m| m as i64).collect::<Vec<_>>(),
+        ints(&fix, "attention_mask")
+    );
     // The vocabulary alone (vocab.txt, uncased) gives the same ids.
     let from_vocab = Tokenizer::from_vocab(&dir.join("vocab.txt"), true, 128).unwrap();
     assert_eq!(from_vocab.encode(&texts).unwrap().ids, batch.ids);
@@ -53,11 +57,31 @@ fn minilm_matches_pytorch_on_real_weights() {
     let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
     let model = BertModel::load(&gpu(), &dir.join("model.safetensors"), &config, true).unwrap();
     let states = model.hidden_states(&batch, Mode::Eval).unwrap();
-    assert_close("embeddings", &states[0].to_vec().unwrap(), &floats(&fix, "embeddings_out"), 1e-4);
-    assert_close("layer 1", &states[1].to_vec().unwrap(), &floats(&fix, "layer1_out"), 1e-4);
+    assert_close(
+        "embeddings",
+        &states[0].to_vec().unwrap(),
+        &floats(&fix, "embeddings_out"),
+        1e-4,
+    );
+    assert_close(
+        "layer 1",
+        &states[1].to_vec().unwrap(),
+        &floats(&fix, "layer1_out"),
+        1e-4,
+    );
     let last = states.last().unwrap();
-    assert_close("last hidden state", &last.to_vec().unwrap(), &floats(&fix, "last_hidden_state"), 1e-4);
-    assert_close("pooler", &model.pool(last).unwrap().to_vec().unwrap(), &floats(&fix, "pooler_output"), 1e-4);
+    assert_close(
+        "last hidden state",
+        &last.to_vec().unwrap(),
+        &floats(&fix, "last_hidden_state"),
+        1e-4,
+    );
+    assert_close(
+        "pooler",
+        &model.pool(last).unwrap().to_vec().unwrap(),
+        &floats(&fix, "pooler_output"),
+        1e-4,
+    );
 
     // Sentence-Transformers' embedding: masked mean over tokens, L2-normalised.
     let mask = Tensor::from_slice(&gpu(), &batch.mask, &[batch.batch, batch.seq]).unwrap();
@@ -70,7 +94,12 @@ fn minilm_matches_pytorch_on_real_weights() {
             row.iter().map(move |v| v / norm).collect::<Vec<_>>()
         })
         .collect();
-    assert_close("sentence embedding", &normalised, &floats(&fix, "sentence_embedding"), 1e-4);
+    assert_close(
+        "sentence embedding",
+        &normalised,
+        &floats(&fix, "sentence_embedding"),
+        1e-4,
+    );
 }
 
 #[test]
@@ -97,20 +126,44 @@ fn frozen_layers_get_no_gradient_buffers_and_the_rest_match_finite_differences()
         batch: 2,
         seq: 6,
     };
-    let weights = Tensor::from_slice(&g, &to_f32(&Rng::new(3).vec(2 * 6 * 64, -1.0, 1.0)), &[2, 6, 64]).unwrap();
-    let loss = || model.forward(&batch, Mode::Eval).unwrap().mul(&weights).unwrap().sum_all().unwrap();
+    let weights = Tensor::from_slice(
+        &g,
+        &to_f32(&Rng::new(3).vec(2 * 6 * 64, -1.0, 1.0)),
+        &[2, 6, 64],
+    )
+    .unwrap();
+    let loss = || {
+        model
+            .forward(&batch, Mode::Eval)
+            .unwrap()
+            .mul(&weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
     let l = loss();
     l.backward().unwrap();
     let named = model.named();
     for (name, t) in &named {
-        let frozen = name.starts_with("embeddings.") || name.starts_with("encoder.layer.0.") || name.starts_with("encoder.layer.1.");
-        assert_eq!(t.grad().is_none(), frozen, "{name}: frozen={frozen} but grad present={}", t.grad().is_some());
+        let frozen = name.starts_with("embeddings.")
+            || name.starts_with("encoder.layer.0.")
+            || name.starts_with("encoder.layer.1.");
+        assert_eq!(
+            t.grad().is_none(),
+            frozen,
+            "{name}: frozen={frozen} but grad present={}",
+            t.grad().is_some()
+        );
     }
     // Finite differences on the GPU in f32 for a few elements of unfrozen parameters: with
     // h = 1e-2 the truncation error of the central difference is ~h^2 times the third
     // derivative and f32 rounding of the loss is ~1e-7 * |L| / h, so 2% agreement is a real check
     // of the gradient's value (a wrong rule is off by O(1)).
-    for name in ["encoder.layer.2.attention.self.query.weight", "encoder.layer.2.output.dense.bias", "encoder.layer.2.output.LayerNorm.weight"] {
+    for name in [
+        "encoder.layer.2.attention.self.query.weight",
+        "encoder.layer.2.output.dense.bias",
+        "encoder.layer.2.output.LayerNorm.weight",
+    ] {
         let param = &named.iter().find(|(n, _)| n == name).unwrap().1;
         let grad = param.grad().unwrap().to_vec().unwrap();
         let values = param.to_vec().unwrap();
@@ -125,7 +178,11 @@ fn frozen_layers_get_no_gradient_buffers_and_the_rest_match_finite_differences()
             let fd = (at(values[e] + h) - at(values[e] - h)) / (2.0 * h);
             param.write(&values).unwrap();
             let scale = fd.abs().max(grad[e].abs()).max(1e-2);
-            assert!((fd - grad[e]).abs() / scale < 2e-2, "{name}[{e}]: autograd {} vs finite difference {fd}", grad[e]);
+            assert!(
+                (fd - grad[e]).abs() / scale < 2e-2,
+                "{name}[{e}]: autograd {} vs finite difference {fd}",
+                grad[e]
+            );
         }
     }
 }

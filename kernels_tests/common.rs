@@ -173,8 +173,10 @@ pub fn check_grad(
 /// The shared fixtures folder: `CONVIRT_FIXTURES`, else `../shared/fixtures` beside the
 /// repository (where CI puts it).
 pub fn fixture_path(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var_os("CONVIRT_FIXTURES").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
-    });
+    let dir = std::env::var_os("CONVIRT_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+        });
     dir.join(name)
 }

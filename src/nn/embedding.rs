@@ -12,11 +12,21 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    pub fn new(src: &mut WeightSource, prefix: &str, count: usize, dim: usize) -> Result<Embedding> {
+    pub fn new(
+        src: &mut WeightSource,
+        prefix: &str,
+        count: usize,
+        dim: usize,
+    ) -> Result<Embedding> {
         // BERT initialises embeddings with std 0.02; uniform of the same spread.
         let bound = 0.02 * 3f32.sqrt();
-        let weight = src.tensor(&join(prefix, "weight"), &[count, dim], Init::Uniform(bound))?.requires_grad(true);
-        Ok(Embedding { weight, prefix: prefix.to_string() })
+        let weight = src
+            .tensor(&join(prefix, "weight"), &[count, dim], Init::Uniform(bound))?
+            .requires_grad(true);
+        Ok(Embedding {
+            weight,
+            prefix: prefix.to_string(),
+        })
     }
 
     /// Rows for `ids` (host token ids) of `shape`: `[shape.., D]`.

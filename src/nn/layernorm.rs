@@ -16,8 +16,12 @@ pub struct LayerNorm {
 impl LayerNorm {
     pub fn new(src: &mut WeightSource, prefix: &str, dim: usize, eps: f32) -> Result<LayerNorm> {
         Ok(LayerNorm {
-            weight: src.tensor(&join(prefix, "weight"), &[dim], Init::Constant(1.0))?.requires_grad(true),
-            bias: src.tensor(&join(prefix, "bias"), &[dim], Init::Constant(0.0))?.requires_grad(true),
+            weight: src
+                .tensor(&join(prefix, "weight"), &[dim], Init::Constant(1.0))?
+                .requires_grad(true),
+            bias: src
+                .tensor(&join(prefix, "bias"), &[dim], Init::Constant(0.0))?
+                .requires_grad(true),
             eps,
             prefix: prefix.to_string(),
         })

@@ -70,9 +70,18 @@ impl StateDict {
                     .collect(),
                 int => {
                     let ints: Vec<i64> = match int {
-                        Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect(),
-                        Dtype::I32 => data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64).collect(),
-                        Dtype::U32 => data.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64).collect(),
+                        Dtype::I64 => data
+                            .chunks_exact(8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                            .collect(),
+                        Dtype::I32 => data
+                            .chunks_exact(4)
+                            .map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64)
+                            .collect(),
+                        Dtype::U32 => data
+                            .chunks_exact(4)
+                            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64)
+                            .collect(),
                         Dtype::U8 => data.iter().map(|&b| b as i64).collect(),
                         _ => continue,
                     };

@@ -22,11 +22,13 @@ pub struct AttentionTiling {
 }
 
 impl AttentionTiling {
-    /// Tilings this build uses (all validated by the shader tests): those [`Pass::choose`]
-    /// picks, and the narrower ones taken when `Dh / 4` is not a multiple of `c`.
-    pub const ALL: [AttentionTiling; 6] = [
+    /// Tilings this build uses (all validated by the shader tests): those the passes pick on
+    /// software adapters and on GPUs, and the narrower ones taken when `Dh / 4` is not a
+    /// multiple of `c`.
+    pub const ALL: [AttentionTiling; 7] = [
         AttentionTiling { r: 4, c: 4 },
-        AttentionTiling { r: 2, c: 4 },
+        AttentionTiling { r: 4, c: 2 },
+        AttentionTiling { r: 4, c: 1 },
         AttentionTiling { r: 2, c: 2 },
         AttentionTiling { r: 2, c: 1 },
         AttentionTiling { r: 1, c: 2 },
@@ -44,27 +46,18 @@ enum Pass {
 
 impl Pass {
     /// The tiling and the rows of a workgroup's block (when the sequence is that long).
-    /// Software adapters pay per load instruction, not per flop, so they want many blocks per
-    /// load; GPUs want fewer registers per invocation and more invocations. Chosen by timing
-    /// B = 32, H = 12, T = 128, Dh = 64 on llvmpipe and on an H100.
+    /// Software adapters pay per load instruction rather than per flop, so they want many
+    /// blocks per load: at B = 32, H = 12, T = 128, Dh = 64 on llvmpipe, 16 x 16 blocks
+    /// (r = c = 4) ran about 20% faster than 8 x 16. GPUs want fewer registers per invocation
+    /// and more invocations: on an H100 the forward and dQ ran best with 8 x 8, dK/dV (twice
+    /// the accumulators) with 4 x 8 and 32 rows, by 10 to 25% over the next best.
     fn choose(self, gpu: &Gpu, dh: usize) -> (AttentionTiling, u32) {
-        let (r, c, rows) = match (gpu.is_cpu(), self) {
-            (true, _) => (2, 4, 64),
+        let (r, mut c, rows) = match (gpu.is_cpu(), self) {
+            (true, _) => (4, 4, 64),
             (false, Pass::Forward | Pass::Dq) => (2, 2, 64),
             (false, Pass::Dkdv) => (1, 2, 32),
         };
-        // TEMPORARY experiment hook
-        let (r, c) = std::env::var("CONVIRT_ATTN_TILING")
-            .ok()
-            .map_or((r, c), |s| {
-                let (a, b) = s.split_once('x').unwrap();
-                (a.parse().unwrap(), b.parse().unwrap())
-            });
-        let rows = std::env::var("CONVIRT_ATTN_ROWS")
-            .ok()
-            .map_or(rows, |s| s.parse().unwrap());
-        let mut c: u32 = c;
-        while (dh / 4) % c as usize != 0 {
+        while !(dh / 4).is_multiple_of(c as usize) {
             c /= 2;
         }
         (AttentionTiling { r, c }, rows)
@@ -174,6 +167,8 @@ struct Dims {
     t: usize,
     dh: usize,
     scale: f32,
+    /// A tiling imposed on every pass instead of the adapter's choice (tests).
+    forced: Option<AttentionTiling>,
 }
 
 impl Dims {
@@ -201,7 +196,8 @@ struct Launch {
 /// sequence; powers of two, so few pipelines are compiled whatever the lengths), then fewer
 /// until its tiles fit the adapter's workgroup memory and its invocations a workgroup.
 fn plan(gpu: &Gpu, d: &Dims, pass: Pass) -> Result<Launch> {
-    let (tiling, target) = pass.choose(gpu, d.dh);
+    let (chosen, target) = pass.choose(gpu, d.dh);
+    let tiling = d.forced.unwrap_or(chosen);
     let (tiles, stats) = pass.memory();
     let AttentionTiling { r, c } = tiling;
     let dh = d.dh as u32;
@@ -294,7 +290,7 @@ fn check(
             });
         }
     }
-    if dh == 0 || dh % 4 != 0 || dh > 256 {
+    if dh == 0 || !dh.is_multiple_of(4) || dh > 256 {
         return Err(Error::Invalid {
             op,
             why: format!(
@@ -344,9 +340,51 @@ pub fn attention(
     key_mask: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
+    attention_impl(q, k, v, key_mask, scale, None)
+}
+
+/// [`attention`] with `tiling` for every kernel instead of the adapter's choice, so the tests
+/// run the GPU tilings on a software adapter and the other way round. `4 c` must divide Dh.
+#[doc(hidden)]
+pub fn attention_with_tiling(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    key_mask: Option<&Tensor>,
+    scale: f32,
+    tiling: AttentionTiling,
+) -> Result<Tensor> {
+    attention_impl(q, k, v, key_mask, scale, Some(tiling))
+}
+
+fn attention_impl(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    key_mask: Option<&Tensor>,
+    scale: f32,
+    forced: Option<AttentionTiling>,
+) -> Result<Tensor> {
     let (b, h, t, dh) = check(q, k, v, key_mask)?;
+    if let Some(AttentionTiling { r, c }) = forced {
+        if !AttentionTiling::ALL.contains(&AttentionTiling { r, c })
+            || !dh.is_multiple_of(4 * c as usize)
+        {
+            return Err(Error::Invalid {
+                op: "attention",
+                why: format!("tiling {r} x {c} is not built or does not divide Dh = {dh}"),
+            });
+        }
+    }
     let gpu = q.gpu();
-    let d = Dims { b, h, t, dh, scale };
+    let d = Dims {
+        b,
+        h,
+        t,
+        dh,
+        scale,
+        forced,
+    };
     let out = Tensor::uninit(gpu, q.shape(), DType::F32, "attention")?;
     let lse = Tensor::uninit(gpu, &[b, h, t], DType::F32, "attention")?;
     if d.rows() > 0 {
@@ -432,7 +470,7 @@ impl Saved {
         gpu.dispatch(&Dispatch {
             // Any tiling's module holds rowdot; the forward's is compiled already.
             kernel: kernel(
-                Pass::Forward.choose(gpu, d.dh).0,
+                d.forced.unwrap_or(Pass::Forward.choose(gpu, d.dh).0),
                 "rowdot",
                 &[("DH", d.dh as f64)],
             ),
