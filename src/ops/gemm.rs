@@ -6,8 +6,8 @@ use crate::autograd::{grad_enabled, record};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource};
 use crate::ops::elementwise::{binary_raw, Binary};
+use crate::ops::unroll::{unrolled, Unroll};
 use crate::tensor::{DType, Tensor};
-use std::sync::Mutex;
 
 /// The GEMM template (the 1 x 1 block kernel); [`shader`] unrolls it for a tiling.
 const TEMPLATE: &str = include_str!("../../shaders/gemm.wgsl");
@@ -110,80 +110,15 @@ impl GemmTiling {
     }
 }
 
-/// The GEMM shader unrolled for `t`: every line after an `// unroll i`, `// unroll j` or
-/// `// unroll i j` comment is repeated per block row and/or column with its identifiers
-/// renamed. Generated once per tiling and kept for the process.
+/// The GEMM shader unrolled for `t` (see `ops::unroll`), generated once per tiling.
 pub fn shader(t: GemmTiling) -> ShaderSource {
-    static CACHE: Mutex<Vec<(GemmTiling, ShaderSource)>> = Mutex::new(Vec::new());
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, s)) = cache.iter().find(|(k, _)| *k == t) {
-        return *s;
-    }
-    let mut out = String::with_capacity(TEMPLATE.len() * 2);
-    let mut lines = TEMPLATE.lines();
-    while let Some(line) = lines.next() {
-        let trimmed = line.trim_start();
-        if let Some(spec) = trimmed.strip_prefix("// unroll ") {
-            let body = lines.next().unwrap_or_default();
-            let rows = if spec.contains('i') { t.block_r } else { 1 };
-            let cols = if spec.contains('j') { t.block_c } else { 1 };
-            for i in 0..rows {
-                for j in 0..cols {
-                    out.push_str(&rename(body, i, j));
-                    out.push('\n');
-                }
-            }
-        } else if trimmed.starts_with("const BLOCK_R:") {
-            out.push_str(&format!("const BLOCK_R: u32 = {}u;\n", t.block_r));
-        } else if trimmed.starts_with("const BLOCK_C:") {
-            out.push_str(&format!("const BLOCK_C: u32 = {}u;\n", t.block_c));
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out.push_str(ERF);
-    let name = format!("gemm_{}x{}", t.block_r, t.block_c);
-    let source = ShaderSource {
-        name: Box::leak(name.into_boxed_str()),
-        wgsl: Box::leak(out.into_boxed_str()),
-    };
-    cache.push((t, source));
-    source
-}
-
-/// Renames the block identifiers of one unrolled line for block (i, j): names ending in
-/// `_i_j`, `_i` or `_j` get the indices, the constants `I` and `J` become literals.
-fn rename(line: &str, i: u32, j: u32) -> String {
-    let mut out = String::with_capacity(line.len() + 8);
-    let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        let renamed = if let Some(stem) = word.strip_suffix("_i_j") {
-            format!("{stem}_{i}_{j}")
-        } else if let Some(stem) = word.strip_suffix("_i") {
-            format!("{stem}_{i}")
-        } else if let Some(stem) = word.strip_suffix("_j") {
-            format!("{stem}_{j}")
-        } else if word == "I" {
-            format!("{i}u")
-        } else if word == "J" {
-            format!("{j}u")
-        } else {
-            std::mem::take(word)
-        };
-        out.push_str(&renamed);
-        word.clear();
-    };
-    for ch in line.chars() {
-        if ch.is_ascii_alphanumeric() || ch == '_' {
-            word.push(ch);
-        } else {
-            flush(&mut word, &mut out);
-            out.push(ch);
-        }
-    }
-    flush(&mut word, &mut out);
-    out
+    unrolled(Unroll {
+        template: TEMPLATE,
+        suffix: ERF,
+        name: format!("gemm_{}x{}", t.block_r, t.block_c),
+        rows: ("BLOCK_R", t.block_r),
+        cols: ("BLOCK_C", t.block_c),
+    })
 }
 
 /// The logical problem after shape checks.

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod token_pool;
+mod unroll;
 
 pub use elementwise::{Binary, Unary};
 pub use gemm::{Activation, GemmOptions};
