@@ -1,10 +1,11 @@
 //! `embed`: encoder outputs written to safetensors, so they can be probed, retrieved from, or
 //! compared with other frameworks. `embed image` runs a torchvision ResNet in eval mode on
-//! image files or on a raw input tensor; `embed text` comes with the text encoder.
+//! image files or on a raw input tensor; `embed text` runs a Hugging Face BERT on sentences.
 //!
 //! Run `cargo run --release --example embed -- --help` for the options.
 
-use convirt::data::{eval_transform, load_image};
+use convirt::data::{eval_transform, load_image, Tokenizer};
+use convirt::models::bert::{BertConfig, BertModel, Mode};
 use convirt::models::resnet::{Arch, Head, ResNet};
 use convirt::nn::StateDict;
 use convirt::{Gpu, Tensor};
@@ -19,7 +20,9 @@ USAGE
   cargo run --release --example embed -- image --weights W.safetensors
         (--images FILE... | --input-tensor X.safetensors) --out OUT.safetensors
         [--arch resnet50] [--logits] [--batch N]
-  cargo run --release --example embed -- text ...      (not available yet)
+  cargo run --release --example embed -- text --weights model.safetensors --config config.json
+        --tokenizer tokenizer.json (--texts FILE | --sentence \"...\") --pool max|mean|cls
+        --out OUT.safetensors [--hidden] [--max-len N] [--batch N]
 
 IMAGE ENCODER (embed image)
   Runs a torchvision-layout ResNet (resnet18, resnet34 or resnet50) in eval mode: batch norm
@@ -57,8 +60,23 @@ OUTPUT (OUT.safetensors, float32)
 
   Without --logits the file may lack the classifier (fc.*), as ConVIRT's encoders do.
 
+TEXT ENCODER (embed text)
+  Runs a BERT in Hugging Face's layout (safetensors weights, config.json; a \"bert.\" prefix
+  is accepted) in eval mode on sentences tokenised by tokenizer.json (truncated to --max-len
+  tokens, default 128, padded to the longest in a batch).
+
+  --texts FILE             one sentence per line (empty lines skipped)
+  --sentence \"...\"         a single sentence instead
+  --pool max|mean|cls      one vector per sentence: the maximum or the mean over its real
+                           tokens (padding masked out; ConVIRT max-pools, Sentence-Transformers
+                           mean-pools), or the first ([CLS]) token's output
+  --hidden                 also write the last hidden states [N, T, D] (all sentences in
+                           one batch, so T is the longest sentence)
+
+  OUTPUT: \"embeddings\" [N, D] (and \"hidden\" [N, T, D]); metadata \"texts\", \"pool\".
+
 EXIT STATUS
-  0 done, 1 error (printed as `error: ...`), 2 a part that is not available yet.
+  0 done, 1 error (printed as `error: ...`).
 
 EXAMPLE
   cargo run --release --example embed -- image --weights weights/resnet50.tv_in1k/model.safetensors \\
@@ -109,13 +127,13 @@ fn main() {
                 1
             }
         },
-        Some("text") => {
-            eprintln!(
-                "embed text: not available yet (the text encoder is still being built); \
-                 `embed image` works (see --help)"
-            );
-            2
-        }
+        Some("text") => match run_text(&args[1..]) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
         Some(other) => {
             eprintln!("error: unknown command '{other}': use `embed image ...` (see --help)");
             1
@@ -448,4 +466,112 @@ fn forward(
         outs.rows += shape[0];
         Ok(())
     })
+}
+
+/// `embed text`: sentences through a BERT, pooled per sentence.
+fn run_text(args: &[String]) -> Res<()> {
+    let mut flags: HashMap<&str, String> = HashMap::new();
+    let mut hidden = false;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            "--hidden" => hidden = true,
+            "--weights" | "--config" | "--tokenizer" | "--texts" | "--sentence" | "--pool"
+            | "--out" | "--max-len" | "--batch" => {
+                let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                flags.insert(flag.trim_start_matches("--"), value.clone());
+            }
+            other => {
+                return Err(
+                    format!("unknown argument '{other}' for embed text (see --help)").into(),
+                )
+            }
+        }
+    }
+    let need = |k: &str| {
+        flags
+            .get(k)
+            .cloned()
+            .ok_or_else(|| format!("embed text needs --{k} (see --help)"))
+    };
+    let texts: Vec<String> = match (flags.get("texts"), flags.get("sentence")) {
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{path}: {e}"))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        (None, Some(sentence)) => vec![sentence.clone()],
+        _ => return Err("give exactly one of --texts FILE or --sentence \"...\"".into()),
+    };
+    if texts.is_empty() {
+        return Err("no sentence to embed".into());
+    }
+    let pool = need("pool")?;
+    if !["max", "mean", "cls"].contains(&pool.as_str()) {
+        return Err(format!("--pool {pool}: use max, mean or cls").into());
+    }
+    let max_len: usize = flags
+        .get("max-len")
+        .map_or(Ok(128), |v| v.parse())
+        .map_err(|e| format!("--max-len: {e}"))?;
+    let batch: usize = flags
+        .get("batch")
+        .map_or(Ok(32), |v| v.parse())
+        .map_err(|e| format!("--batch: {e}"))?;
+    let batch = if hidden { texts.len() } else { batch.max(1) };
+    let out = PathBuf::from(need("out")?);
+
+    let gpu = Gpu::shared()?;
+    let tokenizer = Tokenizer::from_file(std::path::Path::new(&need("tokenizer")?), max_len)?;
+    let config = BertConfig::from_file(std::path::Path::new(&need("config")?))?;
+    let model = BertModel::load(
+        &gpu,
+        std::path::Path::new(&need("weights")?),
+        &config,
+        false,
+    )?;
+    let d = config.hidden_size;
+    let (mut embeddings, mut last) = (Vec::with_capacity(texts.len() * d), None);
+    for chunk in texts.chunks(batch) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let tokens = tokenizer.encode(&refs)?;
+        let states = convirt::no_grad(|| model.forward(&tokens, Mode::Eval))?;
+        let mask = Tensor::from_slice(&gpu, &tokens.mask, &[tokens.batch, tokens.seq])?;
+        let pooled = match pool.as_str() {
+            "max" => states.masked_max_pool(&mask)?.to_vec()?,
+            "mean" => states.masked_mean_pool(&mask)?.to_vec()?,
+            _ => {
+                let all = states.to_vec()?;
+                (0..tokens.batch)
+                    .flat_map(|b| all[b * tokens.seq * d..b * tokens.seq * d + d].to_vec())
+                    .collect()
+            }
+        };
+        embeddings.extend(pooled);
+        last = Some(states);
+    }
+    let mut tensors = vec![(
+        "embeddings".to_string(),
+        Tensor::from_slice(&gpu, &embeddings, &[texts.len(), d])?,
+    )];
+    if let (true, Some(states)) = (hidden, last) {
+        tensors.push(("hidden".to_string(), states));
+    }
+    let meta = HashMap::from([
+        ("texts".to_string(), texts.join("\n")),
+        ("pool".to_string(), pool.clone()),
+    ]);
+    StateDict::write(&out, &tensors, meta)?;
+    println!(
+        "embedded {} sentence(s) ({pool} pooling, {d}-d) into {}",
+        texts.len(),
+        out.display()
+    );
+    Ok(())
 }

@@ -27,3 +27,4 @@ mod resnet;
 mod shaders;
 mod softmax;
 mod token_pool;
+mod train;

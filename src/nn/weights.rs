@@ -286,8 +286,20 @@ impl WeightSource {
             .tensors
             .keys()
             .filter(|k| {
+                let under =
+                    |prefixes: &[String]| prefixes.iter().any(|p| k.starts_with(p.as_str()));
+                // A replaceable tensor may also sit behind an accepted prefix (`bert.pooler.`).
+                let behind_prefix = self.prefixes.iter().any(|p| {
+                    k.strip_prefix(p.as_str()).is_some_and(|rest| {
+                        self.replaceable
+                            .iter()
+                            .any(|r| rest.starts_with(r.as_str()))
+                    })
+                });
                 !self.used.contains(*k)
-                    && !self.replaceable.iter().any(|p| k.starts_with(p.as_str()))
+                    && !under(&self.replaceable)
+                    && !under(&self.ignored)
+                    && !behind_prefix
             })
             .collect();
         if unexpected.is_empty() {
