@@ -38,6 +38,8 @@ usage: cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|a
   resnet       ResNet-50's convolutions at batch 8, 224 px (forward, and forward + both
                backwards), a whole ResNet-50 training step (forward, backward) at batch 8,
                timed by wall clock, and the buffer pool's peak for one step at batch 32
+  bert         fused attention (B 32, 12 heads, T 128, Dh 64) forward and forward + backward,
+               and BERT-base training steps (6 layers frozen, batch 32, 32 and 128 tokens)
 
   --json       one JSON object per line instead of a table (the first line names the adapter)
   --quick      3 timed repetitions instead of 10
@@ -79,6 +81,7 @@ enum Group {
     Reduce,
     All,
     Resnet,
+    Bert,
 }
 
 struct Args {
@@ -219,6 +222,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> std::result::Result<Command
             "reduce" => Group::Reduce,
             "all" => Group::All,
             "resnet" => Group::Resnet,
+            "bert" => Group::Bert,
             other => return Err(format!("unknown argument {other:?}")),
         };
         if group_given {
@@ -274,12 +278,20 @@ fn run(gpu: &Arc<Gpu>, args: &Args) -> Result<()> {
     if args.group == Group::Resnet {
         resnet_steps(gpu, args)?;
     }
+    if args.group == Group::Bert {
+        bert_steps(gpu, args)?;
+    }
     Ok(())
 }
 
 /// The cases of `group`, ceiling cases first.
 fn plan(gpu: &Gpu, group: Group) -> Vec<Case> {
     let mut cases = Vec::new();
+    if group == Group::Bert {
+        let mut ceiling = gemm_case("gemm", [1024; 3], GemmOptions::default());
+        ceiling.sets_ceiling = true;
+        return vec![ceiling, attention_case(false), attention_case(true)];
+    }
     if group == Group::Resnet {
         // Convolutions are GEMMs: the GEMM ceiling is theirs.
         let mut ceiling = gemm_case("gemm", [1024; 3], GemmOptions::default());
@@ -485,6 +497,80 @@ fn conv_cases() -> Vec<Case> {
         });
     }
     cases
+}
+
+/// Fused attention at BERT-base's shape, T = 128: 4 B H T^2 Dh flops forward; the backward
+/// (dQ 6, dK and dV 8, recomputation included) 3.5 times that.
+fn attention_case(backward: bool) -> Case {
+    let (b, h, t, dh) = (32, 12, 128, 64);
+    let shape = vec![b, h, t, dh];
+    let forward = 4.0 * (b * h * t * t * dh) as f64;
+    Case {
+        kernel: if backward { "attention f+b" } else { "attention fwd" },
+        shape: shape.clone(),
+        inputs: vec![shape.clone(), shape.clone(), shape],
+        run: Box::new(move |x| {
+            let grad = |t: &Tensor| t.detach().requires_grad(backward);
+            let (q, k, v) = (grad(&x[0]), grad(&x[1]), grad(&x[2]));
+            let o = convirt::ops::attention::attention(&q, &k, &v, None, 0.125)?;
+            if backward {
+                o.sum_all()?.backward()?;
+            }
+            Ok(o)
+        }),
+        flops: if backward { 4.5 * forward } else { forward },
+        bytes: 4.0 * 4.0 * (b * h * t * dh) as f64,
+        ceiling: Ceiling::Gemm,
+        sets_ceiling: false,
+    }
+}
+
+/// BERT-base training steps with the embeddings and 6 layers frozen (the paper's text
+/// encoder), by wall clock.
+fn bert_steps(gpu: &Arc<Gpu>, args: &Args) -> Result<()> {
+    use convirt::data::TokenBatch;
+    use convirt::models::bert::{BertConfig, BertModel, Mode};
+    let config = BertConfig::base(28996);
+    let model = BertModel::random(gpu, &config, false, 0)?;
+    model.freeze(6);
+    let mut rng = XorShift(0xBE27);
+    for seq in [32, 128] {
+        let batch = 32;
+        let tokens = TokenBatch {
+            ids: (0..batch * seq).map(|_| ((rng.next_f32() + 1.0) * 14000.0) as u32).collect(),
+            type_ids: vec![0; batch * seq],
+            mask: vec![1.0; batch * seq],
+            batch,
+            seq,
+        };
+        let w: Vec<f32> = (0..batch * seq * 768).map(|_| rng.next_f32()).collect();
+        let w = Tensor::from_slice(gpu, &w, &[batch, seq, 768])?;
+        let step = || -> Result<f64> {
+            gpu.sync()?;
+            let start = Instant::now();
+            let loss = model.forward(&tokens, Mode::Train { seed: 1 })?.mul(&w)?.sum_all()?;
+            loss.backward()?;
+            for (_, p) in model.parameters() {
+                p.zero_grad();
+            }
+            gpu.sync()?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        };
+        step()?;
+        let reps = if args.quick { 1 } else { 3 };
+        let mut times = (0..reps).map(|_| step()).collect::<Result<Vec<f64>>>()?;
+        times.sort_by(f64::total_cmp);
+        let ms = median(&times);
+        if args.json {
+            println!(
+                "{{\"kernel\": \"bert_base_train_step\", \"shape\": [{batch}, {seq}], \"median_ms\": {}, \"reps\": {reps}}}",
+                json_number(ms)
+            );
+        } else {
+            println!("bert-base train step (6 frozen layers), batch {batch}, {seq} tokens: {ms:.0} ms (median of {reps})");
+        }
+    }
+    Ok(())
 }
 
 /// Whole ResNet-50 training steps (forward in training mode, a weighted sum of the logits,
