@@ -506,7 +506,11 @@ fn attention_case(backward: bool) -> Case {
     let shape = vec![b, h, t, dh];
     let forward = 4.0 * (b * h * t * t * dh) as f64;
     Case {
-        kernel: if backward { "attention f+b" } else { "attention fwd" },
+        kernel: if backward {
+            "attention f+b"
+        } else {
+            "attention fwd"
+        },
         shape: shape.clone(),
         inputs: vec![shape.clone(), shape.clone(), shape],
         run: Box::new(move |x| {
@@ -537,7 +541,9 @@ fn bert_steps(gpu: &Arc<Gpu>, args: &Args) -> Result<()> {
     for seq in [32, 128] {
         let batch = 32;
         let tokens = TokenBatch {
-            ids: (0..batch * seq).map(|_| ((rng.next_f32() + 1.0) * 14000.0) as u32).collect(),
+            ids: (0..batch * seq)
+                .map(|_| ((rng.next_f32() + 1.0) * 14000.0) as u32)
+                .collect(),
             type_ids: vec![0; batch * seq],
             mask: vec![1.0; batch * seq],
             batch,
@@ -548,7 +554,10 @@ fn bert_steps(gpu: &Arc<Gpu>, args: &Args) -> Result<()> {
         let step = || -> Result<f64> {
             gpu.sync()?;
             let start = Instant::now();
-            let loss = model.forward(&tokens, Mode::Train { seed: 1 })?.mul(&w)?.sum_all()?;
+            let loss = model
+                .forward(&tokens, Mode::Train { seed: 1 })?
+                .mul(&w)?
+                .sum_all()?;
             loss.backward()?;
             for (_, p) in model.parameters() {
                 p.zero_grad();
