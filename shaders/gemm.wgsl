@@ -23,8 +23,7 @@ struct Params {
     a_sm: u32, a_sk: u32, b_sk: u32, b_sn: u32,
     // Batch strides of A, B and C (C is dense, row stride n).
     a_sb: u32, b_sb: u32, c_sb: u32,
-    // 0 = none, 1 = ReLU, 2 = GELU (erf form).
-    act: u32,
+    _pad0: u32,
     alpha: f32, beta: f32, has_bias: u32, _pad: u32,
 }
 
@@ -51,6 +50,9 @@ override VEC4_C: bool = false;
 // (op = transpose), B stored [N, K].
 override A_T: bool = false;
 override B_T: bool = false;
+// Epilogue activation, 0 none, 1 ReLU, 2 GELU (erf form): a pipeline constant, since a
+// software adapter would pay for every case of a runtime switch.
+override ACT: u32 = 0u;
 
 const BLOCK_R: u32 = 1u;
 const BLOCK_C: u32 = 1u;
@@ -139,7 +141,7 @@ fn load_b_tail(cols: vec4<u32>, k: u32) -> mat4x4<f32> {
 }
 
 fn activate4(v: vec4<f32>) -> vec4<f32> {
-    switch p.act {
+    switch ACT {
         case 1u: { return max(v, vec4<f32>(0.0)); }
         // gelu() comes from common/erf.wgsl, appended by the host.
         case 2u: { return vec4<f32>(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w)); }
