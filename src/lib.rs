@@ -10,6 +10,7 @@
 pub mod autograd;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod models;
 pub mod nn;
