@@ -3,10 +3,12 @@
 //! With no arguments: the embedded default — a deterministic synthetic corpus of chest-X-ray-
 //! like images with reports, a WordPiece vocabulary trained on it, ResNet-18 at 96 px and a
 //! 4-layer BERT of width 256, trained with the paper's loss (tau 0.1, lambda 0.75) and
-//! augmentations; minutes on a CPU through lavapipe. `--help` lists everything.
+//! augmentations; minutes on a CPU through lavapipe. `--manifest FILE` or `--mimic ROOT` trains
+//! on real pairs instead. `--help` lists everything.
 
 use convirt::data::augment::Augment;
 use convirt::data::loader::{Dataset, PairBatch, PairLoader, SyntheticDataset};
+use convirt::data::manifest::{ManifestDataset, MimicDataset};
 use convirt::data::Tokenizer;
 use convirt::models::bert::BertConfig;
 use convirt::nn::WeightSource;
@@ -14,6 +16,7 @@ use convirt::train::{load_checkpoint, save_checkpoint, TrainConfig, Trainer};
 use convirt::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +29,7 @@ image-report pairs. Without options it trains the small configuration on the emb
 synthetic corpus (no download), writing to runs/convirt-small.
 
   --config small|paper     small (default): ResNet-18 at 96 px, 4-layer BERT of width 256,
-                           synthetic corpus, vocabulary trained on it;
+                           vocabulary trained on the training reports;
                            paper: ResNet-50 at 224 px, BERT-base with 6 frozen layers, batch 32,
                            Adam 1e-4, weight decay 1e-6 (give --text-tokenizer for real text)
   --steps N                optimiser steps in total (a resumed run continues up to N)
@@ -34,13 +37,25 @@ synthetic corpus (no download), writing to runs/convirt-small.
   --lr X                   Adam learning rate        --weight-decay X
   --tau X                  temperature (0.1)         --lambda X   image-to-text weight (0.75)
   --image-size N           training image side       --seed N     everything derives from it
-  --train-samples N        synthetic corpus size     --val-samples N
+  --manifest FILE          real pairs from a CSV or JSON-lines manifest: columns image (or
+                           path), report (or text) or report_path, optional split (train,
+                           validate / val, test) and labels; paths relative to the manifest.
+                           Trains on the train split (all rows without a split column) and
+                           validates on the validate rows
+  --mimic ROOT             real pairs from the MIMIC-CXR-JPG tree: ROOT/files/pXX/pXXXXXXXX/
+                           sXXXXXXXX/*.jpg, each with its study's report sXXXXXXXX.txt beside
+                           the study folder (studies without one are skipped); --manifest
+                           and --mimic exclude each other, neither means the synthetic corpus
+  --train-samples N        synthetic corpus size
+  --val-samples N          synthetic validation size (128); with real data and no validation
+                           rows, the last N training items are held out for validation
   --eval-every N           validation every N steps  --checkpoint-every N
   --clip-grad X            clip the global gradient norm to X
   --text-tokenizer FILE    a tokenizer.json instead of training a vocabulary
   --out DIR                where checkpoints, metrics.jsonl and loss_curve.png go
   --resume DIR             continue the run saved in DIR (same config, weights, optimiser,
-                           step and schedule)
+                           step and schedule); the data is not saved with it: give
+                           --manifest or --mimic again
   --contact-sheet FILE     also write a PNG of the first 16 synthetic samples
   --help                   this text
 
@@ -57,6 +72,8 @@ struct Args {
     out: Option<PathBuf>,
     resume: Option<PathBuf>,
     contact_sheet: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+    mimic: Option<PathBuf>,
 }
 
 fn parse_args() -> std::result::Result<Option<Args>, String> {
@@ -73,6 +90,8 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
             "--out" => args.out = Some(value()?.into()),
             "--resume" => args.resume = Some(value()?.into()),
             "--contact-sheet" => args.contact_sheet = Some(value()?.into()),
+            "--manifest" => args.manifest = Some(value()?.into()),
+            "--mimic" => args.mimic = Some(value()?.into()),
             "--steps" | "--batch" | "--lr" | "--weight-decay" | "--tau" | "--lambda"
             | "--image-size" | "--seed" | "--train-samples" | "--val-samples" | "--eval-every"
             | "--checkpoint-every" | "--clip-grad" => args
@@ -80,6 +99,9 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
                 .push((flag.trim_start_matches("--").to_string(), value()?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if args.manifest.is_some() && args.mimic.is_some() {
+        return Err("give --manifest or --mimic, not both".into());
     }
     Ok(Some(args))
 }
@@ -123,22 +145,137 @@ fn corpus_size(image_size: usize) -> usize {
     image_size * 5 / 4
 }
 
-fn datasets(c: &TrainConfig) -> (Arc<dyn Dataset>, Arc<dyn Dataset>) {
+/// The pairs a run trains and validates on.
+struct Datasets {
+    train: Arc<dyn Dataset>,
+    val: Arc<dyn Dataset>,
+    /// The sentences of training item `i`'s report without decoding its image (for the
+    /// vocabulary).
+    sentences: Box<dyn Fn(usize) -> Result<Vec<String>>>,
+}
+
+/// What the example needs of a real dataset beyond [`Dataset`]: a slice of it (to hold out
+/// validation items) and its reports alone (for the vocabulary).
+trait RealData: Dataset + Sized + 'static {
+    fn subset(&self, range: Range<usize>) -> Self;
+    fn sentences(&self, i: usize) -> Result<Vec<String>>;
+}
+
+impl RealData for ManifestDataset {
+    fn subset(&self, range: Range<usize>) -> Self {
+        ManifestDataset::subset(self, range)
+    }
+    fn sentences(&self, i: usize) -> Result<Vec<String>> {
+        ManifestDataset::sentences(self, i)
+    }
+}
+
+impl RealData for MimicDataset {
+    fn subset(&self, range: Range<usize>) -> Self {
+        MimicDataset::subset(self, range)
+    }
+    fn sentences(&self, i: usize) -> Result<Vec<String>> {
+        MimicDataset::sentences(self, i)
+    }
+}
+
+fn data_error(why: String) -> Error {
+    Error::Invalid { op: "train", why }
+}
+
+/// Real pairs: `train`, validated on `val` or, when there is none, on the last `--val-samples`
+/// items of `train` (a fixed tail, so every run and every resume validates on the same items).
+fn real<D: RealData>(name: &str, train: D, val: Option<D>, c: &TrainConfig) -> Result<Datasets> {
+    let (train, val) = match val {
+        Some(val) => (train, val),
+        None => {
+            let n = c.val_samples;
+            if train.len() <= n {
+                return Err(data_error(format!(
+                    "{name}: {} training items, too few to hold out --val-samples {n} for \
+                     validation and train on the rest",
+                    train.len()
+                )));
+            }
+            let cut = train.len() - n;
+            eprintln!(
+                "{name}: no validation items; validating on the last {n} of the {} training items \
+                 (--val-samples), training on the other {cut}",
+                train.len()
+            );
+            (train.subset(0..cut), train.subset(cut..train.len()))
+        }
+    };
+    for (what, set) in [("training", train.len()), ("validation", val.len())] {
+        if set < c.batch {
+            return Err(data_error(format!(
+                "{name}: {set} {what} items, fewer than a batch of {} (lower --batch)",
+                c.batch
+            )));
+        }
+    }
+    eprintln!(
+        "{name}: {} training pairs, {} validation pairs",
+        train.len(),
+        val.len()
+    );
+    let train = Arc::new(train);
+    let reports = Arc::clone(&train);
+    Ok(Datasets {
+        train,
+        val: Arc::new(val),
+        sentences: Box::new(move |i| reports.sentences(i)),
+    })
+}
+
+fn datasets(c: &TrainConfig, args: &Args) -> Result<Datasets> {
+    let synthetic_only = args.overrides.iter().any(|(k, _)| k == "train-samples");
+    if synthetic_only && (args.manifest.is_some() || args.mimic.is_some()) {
+        eprintln!("--train-samples sizes the synthetic corpus; ignored with real data");
+    }
+    if let Some(file) = &args.manifest {
+        let all = ManifestDataset::open(file)?;
+        let name = file.display().to_string();
+        if !all.has_splits() {
+            return real(&name, all, None, c);
+        }
+        let train = all.split("train");
+        let val = all.split("validate");
+        let unsplit = (0..all.len())
+            .filter(|&i| all.item_split(i).is_none())
+            .count();
+        if unsplit > 0 {
+            eprintln!("{name}: {unsplit} rows have no split and are left out");
+        }
+        if train.is_empty() {
+            return Err(data_error(format!("{name}: no row of the train split")));
+        }
+        return real(&name, train, (!val.is_empty()).then_some(val), c);
+    }
+    if let Some(root) = &args.mimic {
+        let all = MimicDataset::open(root)?;
+        return real(&root.display().to_string(), all, None, c);
+    }
     let size = corpus_size(c.image_size);
-    let train = SyntheticDataset {
+    let train = Arc::new(SyntheticDataset {
         n: c.train_samples,
         size,
         seed: c.seed,
-    };
+    });
     let val = SyntheticDataset {
         n: c.val_samples,
         size,
         seed: c.seed.wrapping_add(0x5EED),
     };
-    (Arc::new(train), Arc::new(val))
+    let corpus = Arc::clone(&train);
+    Ok(Datasets {
+        train,
+        val: Arc::new(val),
+        sentences: Box::new(move |i| Ok(corpus.get(i)?.1)),
+    })
 }
 
-fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<Trainer> {
+fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<(Trainer, Datasets)> {
     let mut config = match args.config.as_deref().unwrap_or("small") {
         "small" => TrainConfig::small(),
         "paper" => TrainConfig::paper(),
@@ -150,17 +287,28 @@ fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<Trainer> {
         }
     };
     apply_overrides(&mut config, &args.overrides)?;
+    let data = datasets(&config, args)?;
     let tokenizer = match &args.tokenizer {
         Some(path) => Tokenizer::from_file(path, config.max_tokens)?,
         None => {
-            let (train, _) = datasets(&config);
             eprintln!(
-                "training a WordPiece vocabulary on the corpus ({} reports)...",
-                train.len()
+                "training a WordPiece vocabulary on the training reports ({})...",
+                data.train.len()
             );
-            let mut sentences = Vec::new();
-            for i in 0..train.len() {
-                sentences.extend(train.get(i)?.1);
+            let (mut sentences, mut unreadable) = (Vec::new(), 0usize);
+            for i in 0..data.train.len() {
+                match (data.sentences)(i) {
+                    Ok(s) => sentences.extend(s),
+                    // The loader skips and counts these items too; one line here says how many.
+                    Err(e) if unreadable == 0 => {
+                        unreadable += 1;
+                        eprintln!("skipping an unreadable report: {e}");
+                    }
+                    Err(_) => unreadable += 1,
+                }
+            }
+            if unreadable > 0 {
+                eprintln!("{unreadable} reports could not be read for the vocabulary");
             }
             Tokenizer::train_wordpiece(&sentences, config.vocab_size, true, config.max_tokens)?
         }
@@ -169,16 +317,16 @@ fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<Trainer> {
         vocab_size: tokenizer.vocab_size(),
         ..config.text
     };
-    Trainer::new(
+    let trainer = Trainer::new(
         config.clone(),
         tokenizer,
         &mut WeightSource::random(gpu, config.seed),
-    )
+    )?;
+    Ok((trainer, data))
 }
 
 /// A fixed validation set: the same crops every time (no augmentation).
-fn validation_batches(c: &TrainConfig) -> Result<Vec<PairBatch>> {
-    let (_, val) = datasets(c);
+fn validation_batches(c: &TrainConfig, val: Arc<dyn Dataset>) -> Result<Vec<PairBatch>> {
     let plain = Augment {
         crop_scale: (1.0, 1.0),
         crop_ratio: (1.0, 1.0),
@@ -245,12 +393,13 @@ impl Metrics {
 
 fn run(args: Args) -> Result<()> {
     let gpu = Gpu::shared()?;
-    let mut trainer = match &args.resume {
+    let (mut trainer, data) = match &args.resume {
         Some(dir) => {
             let mut t = load_checkpoint(&gpu, dir)?;
             apply_overrides(&mut t.config, &args.overrides)?;
             eprintln!("resuming {} at step {}", dir.display(), t.step);
-            t
+            let data = datasets(&t.config, &args)?;
+            (t, data)
         }
         None => new_run(&gpu, &args)?,
     };
@@ -286,15 +435,21 @@ fn run(args: Args) -> Result<()> {
         c.steps,
         out.display()
     );
-    let val = validation_batches(&c)?;
+    let val = validation_batches(&c, Arc::clone(&data.val))?;
+    if val.is_empty() {
+        return Err(data_error(format!(
+            "{} validation items give no whole batch of {} (raise --val-samples or lower --batch)",
+            data.val.len(),
+            c.batch
+        )));
+    }
     let mut metrics = Metrics::open(&out)?;
-    let (train_set, _) = datasets(&c);
     let augment = Augment {
         out_size: c.image_size,
         ..Augment::default()
     };
-    let loader = PairLoader::new(train_set, augment, c.batch, c.seed)?;
-    let per_epoch = (c.train_samples / c.batch).max(1);
+    let per_epoch = (data.train.len() / c.batch).max(1);
+    let loader = PairLoader::new(data.train, augment, c.batch, c.seed)?;
 
     let first_val = trainer.validation_loss(&val)?;
     if trainer.step == 0 {
@@ -317,9 +472,10 @@ fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let start_step = trainer.step;
     let mut last_val = first_val;
+    let mut epoch = (trainer.step / per_epoch) as u64;
+    let mut skip = trainer.step % per_epoch;
     while trainer.step < c.steps {
-        let epoch = (trainer.step / per_epoch) as u64;
-        let skip = trainer.step % per_epoch;
+        let before = trainer.step;
         for batch in loader.epoch(epoch).skip(skip) {
             let batch = batch?;
             let t0 = Instant::now();
@@ -353,6 +509,13 @@ fn run(args: Args) -> Result<()> {
                 break;
             }
         }
+        // Unreadable items can leave an epoch a batch or two short of `per_epoch`: go on with
+        // the next one rather than asking this one again for batches it does not have.
+        if trainer.step == before && skip == 0 {
+            return Err(data_error(format!("epoch {epoch} gave no batch")));
+        }
+        epoch += 1;
+        skip = 0;
     }
     bar.finish();
     let minutes = started.elapsed().as_secs_f64() / 60.0;
