@@ -10,6 +10,7 @@ mod attention;
 mod autograd;
 mod batchnorm;
 mod bert;
+mod classify;
 mod common;
 mod conv;
 mod dropout;

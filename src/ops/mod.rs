@@ -4,6 +4,7 @@
 pub mod adam;
 pub mod attention;
 pub mod batchnorm;
+pub mod classify;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
@@ -31,6 +32,7 @@ pub fn all_shaders() -> Vec<ShaderSource> {
     let mut all = vec![
         adam::SHADER,
         batchnorm::SHADER,
+        classify::SHADER,
         conv::SHADER,
         dropout::SHADER,
         elementwise::SHADER,

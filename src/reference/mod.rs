@@ -643,3 +643,39 @@ pub fn adam_step(
         p[i] -= lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
     }
 }
+
+/// Mean classification loss of logits `z` (`[n, c]`): softmax cross-entropy against one class
+/// per row (`classes`), or, with `labels` (`[n, c]`, NaN unlabelled), sigmoid binary
+/// cross-entropy averaged over the labelled entries (`classification_loss`).
+pub fn classification_loss(
+    z: &[f64],
+    n: usize,
+    c: usize,
+    classes: Option<&[usize]>,
+    labels: Option<&[f64]>,
+) -> f64 {
+    match (classes, labels) {
+        (Some(classes), _) => {
+            let mut total = 0.0;
+            for (r, &k) in classes.iter().enumerate().take(n) {
+                let row = &z[r * c..(r + 1) * c];
+                let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+                total += lse - row[k];
+            }
+            total / n as f64
+        }
+        (None, Some(labels)) => {
+            let (mut total, mut count) = (0.0, 0usize);
+            for (x, y) in z.iter().zip(labels) {
+                if !y.is_nan() {
+                    // softplus(x) - y x, with softplus(x) = ln(1 + e^x)
+                    total += x.max(0.0) + (-x.abs()).exp().ln_1p() - y * x;
+                    count += 1;
+                }
+            }
+            total / count as f64
+        }
+        (None, None) => panic!("classification_loss: give classes or labels"),
+    }
+}
