@@ -26,7 +26,7 @@ fn classes(n: usize, c: usize, seed: u64) -> Vec<usize> {
 fn labels(n: usize, c: usize, seed: u64) -> Vec<f64> {
     let mut rng = Rng::new(seed);
     (0..n * c)
-        .map(|_| match rng.uniform() {
+        .map(|_| match (rng.uniform() + 1.0) / 2.0 {
             u if u < 0.2 => f64::NAN,
             u if u < 0.6 => 1.0,
             _ => 0.0,

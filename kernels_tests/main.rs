@@ -22,6 +22,7 @@ mod infonce;
 mod layernorm;
 mod permute;
 mod pool;
+mod probe;
 mod profiler;
 mod reduce;
 mod resnet;

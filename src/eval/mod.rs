@@ -1,13 +1,17 @@
-//! The paper's evaluation, the host-side parts: the metrics it reports (ROC AUC, accuracy,
-//! Precision@k, mean and deviation over seeds), the stratified label fractions of the linear
-//! probes (1%, 10%, 100%), and readers for the retrieval query sets (CheXpert 8x200) and the
-//! CheXpert-style label tables. No GPU and no tensors here: features come from the encoders,
-//! and what is computed on them is plain arithmetic that a test can check by hand.
+//! The paper's evaluation: the metrics it reports (ROC AUC, accuracy, Precision@k, mean and
+//! deviation over seeds), the stratified label fractions of the linear probes (1%, 10%,
+//! 100%), readers for the retrieval query sets (CheXpert 8x200) and the CheXpert-style label
+//! tables, all plain host arithmetic that a test can check by hand; and the two parts that run
+//! on the GPU, over features the encoders computed once.
 //!
-//! [`metrics`] holds the scores, [`sampling`] the label fractions, [`queries`] the readers.
+//! [`metrics`] holds the scores, [`sampling`] the label fractions, [`queries`] the readers;
+//! [`probe`] fits logistic regressions on the GPU and [`retrieval`] ranks candidates by cosine
+//! similarity with the engine's GEMM.
 
 pub mod metrics;
+pub mod probe;
 pub mod queries;
+pub mod retrieval;
 pub mod sampling;
 
 pub use self::metrics::{accuracy, auc, masked_auc, mean_std, precision_at_k, top_k};
