@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod plot;
 pub mod reference;
 pub mod tensor;
 pub mod train;

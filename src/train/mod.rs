@@ -4,12 +4,11 @@
 mod checkpoint;
 mod config;
 mod plateau;
-mod plot;
 
+pub use crate::plot::plot_loss_curve;
 pub use checkpoint::{load_checkpoint, save_checkpoint, CHECKPOINT_FILE};
 pub use config::TrainConfig;
 pub use plateau::Plateau;
-pub use plot::plot_loss_curve;
 
 use crate::autograd::no_grad;
 use crate::data::loader::PairBatch;
