@@ -101,45 +101,67 @@ impl Tokenizer {
         Ok(Tokenizer { inner, max_len })
     }
 
-    /// Trains a BERT WordPiece vocabulary of at most `vocab_size` entries on `corpus` (the
-    /// embedded default has no pretrained tokenizer), with [PAD] [UNK] [CLS] [SEP] [MASK].
+    /// Builds a BERT WordPiece vocabulary of at most `vocab_size` entries from `corpus` (the
+    /// embedded default has no pretrained tokenizer): [PAD] [UNK] [CLS] [SEP] [MASK], every
+    /// character of the corpus alone and as a `##` continuation (so no seen word is ever
+    /// unknown), then whole words seen at least twice, most frequent first.
+    ///
+    /// Words are split by the `tokenizers` BERT normaliser and pre-tokeniser, and encoding is
+    /// its WordPiece model (greedy longest match). The vocabulary is not learnt by its
+    /// `WordPieceTrainer`: that trainer breaks ties between merges in hash-map order, so the
+    /// same corpus gave different vocabularies (and different runs from one seed) each time.
     pub fn train_wordpiece(
         corpus: &[String],
         vocab_size: usize,
         lowercase: bool,
         max_len: usize,
     ) -> Result<Tokenizer> {
-        use tokenizers::models::wordpiece::WordPieceTrainer;
-        use tokenizers::models::TrainerWrapper;
-        use tokenizers::AddedToken;
+        use std::collections::{BTreeMap, BTreeSet};
+        use tokenizers::{
+            NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
+            PreTokenizer,
+        };
         let fail = |e: &dyn std::fmt::Display| Error::Invalid {
             op: "tokenizer",
-            why: format!("training WordPiece: {e}"),
+            why: format!("building a WordPiece vocabulary: {e}"),
         };
+        let normalizer = BertNormalizer::new(true, true, None, lowercase);
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for sentence in corpus {
+            let mut normalized = NormalizedString::from(sentence.as_str());
+            normalizer
+                .normalize(&mut normalized)
+                .map_err(|e| fail(&e))?;
+            let mut words = PreTokenizedString::from(normalized);
+            BertPreTokenizer
+                .pre_tokenize(&mut words)
+                .map_err(|e| fail(&e))?;
+            for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+                *counts.entry(word.to_string()).or_default() += 1;
+            }
+        }
         let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-        let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
-            .vocab_size(vocab_size)
-            .min_frequency(2)
-            .show_progress(false)
-            .special_tokens(
-                specials
-                    .iter()
-                    .map(|t| AddedToken::from(*t, true))
-                    .collect(),
-            )
-            .build()
-            .into();
+        let chars: BTreeSet<char> = counts.keys().flat_map(|w| w.chars()).collect();
+        let mut tokens: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
+        tokens.extend(chars.iter().map(|c| c.to_string()));
+        tokens.extend(chars.iter().map(|c| format!("##{c}")));
+        let mut words: Vec<(&String, &usize)> = counts
+            .iter()
+            .filter(|(w, &n)| n >= 2 && w.chars().count() > 1)
+            .collect();
+        words.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let room = vocab_size.saturating_sub(tokens.len());
+        tokens.extend(words.into_iter().take(room).map(|(w, _)| w.clone()));
+        let vocab = tokens.into_iter().enumerate().map(|(i, t)| (t, i as u32));
         let model = WordPiece::builder()
+            .vocab(vocab.collect::<tokenizers::models::bpe::Vocab>())
             .unk_token("[UNK]".into())
             .build()
             .map_err(|e| fail(&e))?;
         let mut inner = tokenizers::Tokenizer::new(model);
         inner
-            .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+            .with_normalizer(Some(normalizer))
             .with_pre_tokenizer(Some(BertPreTokenizer));
-        inner
-            .train(&mut trainer, corpus.iter())
-            .map_err(|e| fail(&e))?;
         let id = |t: &str| {
             inner
                 .token_to_id(t)
@@ -197,5 +219,39 @@ impl Tokenizer {
                 .extend(e.get_attention_mask().iter().map(|&m| m as f32));
         }
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_vocabulary_is_the_same_every_time_and_covers_the_corpus() {
+        let corpus: Vec<String> = (0..60)
+            .flat_map(|i| {
+                crate::data::report::sections(&crate::data::synthetic::generate(i, 8, 0).report)
+            })
+            .collect();
+        let a = Tokenizer::train_wordpiece(&corpus, 300, true, 32).unwrap();
+        let ids = |t: &Tokenizer| {
+            t.encode(&["Small left pleural effusion.", "No pneumothorax."])
+                .unwrap()
+                .ids
+        };
+        let b = Tokenizer::train_wordpiece(&corpus, 300, true, 32).unwrap();
+        assert_eq!(a.inner.get_vocab(false), b.inner.get_vocab(false));
+        assert_eq!(ids(&a), ids(&b));
+        assert_eq!(a.inner.token_to_id("[PAD]"), Some(0));
+        assert!(a.vocab_size() <= 300);
+        // Every sentence of the corpus encodes without [UNK].
+        let unk = a.inner.token_to_id("[UNK]");
+        let texts: Vec<&str> = corpus.iter().map(String::as_str).collect();
+        assert!(!a
+            .encode(&texts)
+            .unwrap()
+            .ids
+            .iter()
+            .any(|&i| Some(i) == unk));
     }
 }
