@@ -327,21 +327,14 @@ fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<(Trainer, Datasets)> {
 
 /// A fixed validation set: the same crops every time (no augmentation).
 fn validation_batches(c: &TrainConfig, val: Arc<dyn Dataset>) -> Result<Vec<PairBatch>> {
-    let plain = Augment {
-        crop_scale: (1.0, 1.0),
-        crop_ratio: (1.0, 1.0),
-        hflip: 0.0,
-        rotate_deg: 0.0,
-        translate: 0.0,
-        scale: (1.0, 1.0),
-        brightness: (1.0, 1.0),
-        contrast: (1.0, 1.0),
-        blur_sigma: (0.0, 0.0),
-        out_size: c.image_size,
-    };
-    PairLoader::new(val, plain, c.batch, c.seed ^ 0xDA7A)?
-        .epoch(0)
-        .collect()
+    PairLoader::new(
+        val,
+        Augment::identity(c.image_size),
+        c.batch,
+        c.seed ^ 0xDA7A,
+    )?
+    .epoch(0)
+    .collect()
 }
 
 struct Metrics {

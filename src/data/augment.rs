@@ -41,6 +41,25 @@ pub struct Augment {
     pub out_size: usize,
 }
 
+impl Augment {
+    /// No augmentation: the whole picture resized to `out_size` and normalised, the same every
+    /// time (validation and evaluation).
+    pub fn identity(out_size: usize) -> Augment {
+        Augment {
+            crop_scale: (1.0, 1.0),
+            crop_ratio: (1.0, 1.0),
+            hflip: 0.0,
+            rotate_deg: 0.0,
+            translate: 0.0,
+            scale: (1.0, 1.0),
+            brightness: (1.0, 1.0),
+            contrast: (1.0, 1.0),
+            blur_sigma: (0.0, 0.0),
+            out_size,
+        }
+    }
+}
+
 impl Default for Augment {
     fn default() -> Augment {
         Augment {
