@@ -8,11 +8,14 @@
 //! [`probe`] fits logistic regressions on the GPU and [`retrieval`] ranks candidates by cosine
 //! similarity with the engine's GEMM.
 
+pub mod features;
+pub mod finetune;
 pub mod metrics;
 pub mod probe;
 pub mod queries;
 pub mod retrieval;
 pub mod sampling;
+pub mod tasks;
 
 pub use self::metrics::{accuracy, auc, masked_auc, mean_std, precision_at_k, top_k};
 pub use self::queries::{

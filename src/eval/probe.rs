@@ -61,7 +61,7 @@ impl Labels {
         }
     }
 
-    fn targets(&self) -> Targets<'_> {
+    pub(crate) fn targets(&self) -> Targets<'_> {
         match self {
             Labels::Classes { classes, .. } => Targets::Classes(classes),
             Labels::MultiLabel { values, .. } => Targets::MultiLabel(values),

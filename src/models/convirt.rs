@@ -74,6 +74,12 @@ impl ConVirt {
             .forward(&self.image.features(images, train)?)
     }
 
+    /// Image embeddings [N, 512] of pooled encoder features [N, d]: what retrieval compares
+    /// text queries with, from features computed once.
+    pub fn project_image_features(&self, features: &Tensor) -> Result<Tensor> {
+        self.image_head.forward(features)
+    }
+
     /// Text embeddings [N, 512]: BERT's token outputs max-pooled over the real tokens.
     pub fn embed_texts(&self, tokens: &TokenBatch, mode: Mode) -> Result<Tensor> {
         let hidden = self.text.forward(tokens, mode)?;
