@@ -47,14 +47,14 @@ ImageNet-initialised one with --imagenet):
                           checkpoint's architecture); see weights/README.md
   --out DIR               results folder (default: DIR/eval of the checkpoint)
   --seeds N               probe seeds (default 5)       --fractions 0.01,0.1,1
-  --probe-steps N         full-batch Adam steps of each probe (300)
-  --finetune-steps N      steps of each fine-tuning run (20; 0 skips fine-tuning)
+  --probe-steps N         full-batch Adam steps of each probe (200)
+  --finetune-steps N      steps of each fine-tuning run (10; 0 skips fine-tuning)
   --finetune-seeds N      fine-tuning seeds (1)
   --batch N               images per forward (64)
 
 Synthetic data (the default):
-  --probe-train N         labelled training pool (1000)  --probe-test N   test items (500)
-  --candidates N          retrieval candidates per category (50; the paper: 200)
+  --probe-train N         labelled training pool (600)   --probe-test N   test items (300)
+  --candidates N          retrieval candidates per category (25; the paper: 200)
   --image-queries N       image queries per category (10)   --text-queries N (5)
 
 Real data (CheXpert-style CSVs; image paths relative to --root):
@@ -99,13 +99,13 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
     let mut a = Args {
         seeds: 5,
         fractions: vec![0.01, 0.1, 1.0],
-        probe_steps: 300,
-        finetune_steps: 20,
+        probe_steps: 200,
+        finetune_steps: 10,
         finetune_seeds: 1,
         batch: 64,
-        probe_train: 1000,
-        probe_test: 500,
-        candidates: 50,
+        probe_train: 600,
+        probe_test: 300,
+        candidates: 25,
         image_queries: 10,
         text_queries: 5,
         ..Args::default()
@@ -354,7 +354,7 @@ fn fine_tunes(
     let strata = strata_of_multilabel(&label_rows(&task.train_labels));
     let opts = FineTuneOptions {
         steps: args.finetune_steps,
-        batch: 32.min(args.batch),
+        batch: 16.min(args.batch),
         ..FineTuneOptions::default()
     };
     let bar = progress(
