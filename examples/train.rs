@@ -10,7 +10,9 @@ use convirt::data::augment::Augment;
 use convirt::data::loader::{Dataset, PairBatch, PairLoader, SyntheticDataset};
 use convirt::data::manifest::{ManifestDataset, MimicDataset};
 use convirt::data::Tokenizer;
-use convirt::models::bert::BertConfig;
+use convirt::models::bert::{BertConfig, BertModel};
+use convirt::models::convirt::ConVirt;
+use convirt::models::resnet::{Head, ResNet};
 use convirt::nn::WeightSource;
 use convirt::train::{load_checkpoint, save_checkpoint, TrainConfig, Trainer};
 use convirt::{Error, Gpu, Result};
@@ -52,6 +54,13 @@ synthetic corpus (no download), writing to runs/convirt-small.
   --eval-every N           validation every N steps  --checkpoint-every N
   --clip-grad X            clip the global gradient norm to X
   --text-tokenizer FILE    a tokenizer.json instead of training a vocabulary
+  --image-weights FILE     start the image encoder from torchvision-named weights (ImageNet
+                           ResNet-50 for --config paper; see weights/README.md)
+  --text-weights FILE      start the text encoder from Hugging Face BERT weights (ClinicalBERT
+                           for --config paper), with --text-config config.json and
+                           --text-tokenizer; heads always start fresh
+  --text-config FILE       the text encoder's config.json (sizes; default: the config's own)
+  --frozen-layers N        BERT layers frozen above the frozen embeddings (paper: 6)
   --out DIR                where checkpoints, metrics.jsonl and loss_curve.png go
   --resume DIR             continue the run saved in DIR (same config, weights, optimiser,
                            step and schedule); the data is not saved with it: give
@@ -74,6 +83,9 @@ struct Args {
     contact_sheet: Option<PathBuf>,
     manifest: Option<PathBuf>,
     mimic: Option<PathBuf>,
+    image_weights: Option<PathBuf>,
+    text_weights: Option<PathBuf>,
+    text_config: Option<PathBuf>,
 }
 
 fn parse_args() -> std::result::Result<Option<Args>, String> {
@@ -92,9 +104,12 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
             "--contact-sheet" => args.contact_sheet = Some(value()?.into()),
             "--manifest" => args.manifest = Some(value()?.into()),
             "--mimic" => args.mimic = Some(value()?.into()),
+            "--image-weights" => args.image_weights = Some(value()?.into()),
+            "--text-weights" => args.text_weights = Some(value()?.into()),
+            "--text-config" => args.text_config = Some(value()?.into()),
             "--steps" | "--batch" | "--lr" | "--weight-decay" | "--tau" | "--lambda"
             | "--image-size" | "--seed" | "--train-samples" | "--val-samples" | "--eval-every"
-            | "--checkpoint-every" | "--clip-grad" => args
+            | "--checkpoint-every" | "--clip-grad" | "--frozen-layers" => args
                 .overrides
                 .push((flag.trim_start_matches("--").to_string(), value()?)),
             other => return Err(format!("unknown argument {other:?}")),
@@ -128,6 +143,7 @@ fn apply_overrides(c: &mut TrainConfig, overrides: &[(String, String)]) -> Resul
             "eval-every" => c.eval_every = int()?.max(1),
             "checkpoint-every" => c.checkpoint_every = int()?.max(1),
             "clip-grad" => c.clip_grad_norm = Some(float()?),
+            "frozen-layers" => c.frozen_layers = int()?,
             _ => unreachable!("parse_args lists the flags"),
         }
     }
@@ -286,6 +302,9 @@ fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<(Trainer, Datasets)> {
             })
         }
     };
+    if let Some(path) = &args.text_config {
+        config.text = BertConfig::from_file(path)?;
+    }
     apply_overrides(&mut config, &args.overrides)?;
     let data = datasets(&config, args)?;
     let tokenizer = match &args.tokenizer {
@@ -317,11 +336,33 @@ fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<(Trainer, Datasets)> {
         vocab_size: tokenizer.vocab_size(),
         ..config.text
     };
-    let trainer = Trainer::new(
-        config.clone(),
-        tokenizer,
+    if args.text_weights.is_some()
+        && args.text_config.is_none()
+        && args.config.as_deref() != Some("paper")
+    {
+        return Err(Error::Invalid {
+            op: "train",
+            why: "--text-weights needs the encoder's --text-config (config.json) and its --text-tokenizer".into(),
+        });
+    }
+    // Encoders from pretrained weights where given (heads always fresh), else the initialiser.
+    let mut model = ConVirt::new(
         &mut WeightSource::random(gpu, config.seed),
+        config.arch,
+        &config.text,
     )?;
+    if let Some(path) = &args.image_weights {
+        model.image = ResNet::load(gpu, path, config.arch, 1000, Head::Replaceable)?;
+        for (_, t) in model.image.fc.named_tensors() {
+            t.set_requires_grad(false);
+        }
+        eprintln!("image encoder from {}", path.display());
+    }
+    if let Some(path) = &args.text_weights {
+        model.text = BertModel::load(gpu, path, &config.text, false)?;
+        eprintln!("text encoder from {}", path.display());
+    }
+    let trainer = Trainer::from_model(config, tokenizer, model)?;
     Ok((trainer, data))
 }
 

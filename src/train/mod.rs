@@ -47,6 +47,17 @@ impl Trainer {
         Trainer::from_parts(config, tokenizer, model)
     }
 
+    /// A fresh run on a model built by the caller (encoders loaded from pretrained weights):
+    /// the text encoder is frozen as the config says.
+    pub fn from_model(
+        config: TrainConfig,
+        tokenizer: Tokenizer,
+        model: ConVirt,
+    ) -> Result<Trainer> {
+        model.text.freeze(config.frozen_layers);
+        Trainer::from_parts(config, tokenizer, model)
+    }
+
     pub(crate) fn from_parts(
         config: TrainConfig,
         tokenizer: Tokenizer,
