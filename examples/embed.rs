@@ -373,7 +373,7 @@ fn run_image(a: ImageArgs) -> Res<()> {
                 )
                 .into());
             };
-            if shape.len() != 4 || shape[1] != 3 || shape.iter().any(|&d| d == 0) {
+            if shape.len() != 4 || shape[1] != 3 || shape.contains(&0) {
                 return Err(format!(
                     "{}: \"input\" has shape {shape:?}; it must be a non-empty batch of RGB images [N, 3, H, W]",
                     path.display()

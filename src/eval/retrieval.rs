@@ -28,7 +28,7 @@ pub fn cosine_similarities(
     candidates: &[f32],
     d: usize,
 ) -> Result<Vec<f32>> {
-    if d == 0 || queries.len() % d != 0 || candidates.len() % d != 0 {
+    if d == 0 || !queries.len().is_multiple_of(d) || !candidates.len().is_multiple_of(d) {
         return Err(Error::Invalid {
             op: "cosine_similarities",
             why: format!(

@@ -153,7 +153,10 @@ pub struct BertModel {
 impl BertModel {
     /// Builds the model from `src` (a file or an initialiser); `pooler` adds `pooler.dense`.
     pub fn new(src: &mut WeightSource, config: &BertConfig, pooler: bool) -> Result<BertModel> {
-        if config.hidden_size % config.num_attention_heads != 0 {
+        if !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+        {
             return Err(Error::Invalid {
                 op: "BertModel",
                 why: format!(

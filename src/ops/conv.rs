@@ -139,7 +139,7 @@ fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Resu
     let p = g.params()?;
     // x: (image, position) for im2col, (image, pixel) for col2im; y: column rows or channels.
     // im2col: four positions per invocation when a row holds whole groups of four.
-    let span = if entry == "im2col" && g.ow % 4 == 0 {
+    let span = if entry == "im2col" && g.ow.is_multiple_of(4) {
         4
     } else {
         1
