@@ -2,7 +2,7 @@
 //! ceiling measured on the same adapter in the same run.
 //!
 //! ```text
-//! cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|all] [--json] [--quick]
+//! cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|all|resnet|bert|infonce] [--json] [--quick]
 //! ```
 //!
 //! Method. Every case allocates three sets of pseudo-random inputs and cycles through them, so
@@ -20,6 +20,7 @@
 //!
 //! Adapter choice follows `CONVIRT_BACKEND` and `CONVIRT_ADAPTER` (see `convirt::GpuOptions`).
 
+use convirt::ops::infonce::{infonce_with, InfoNcePath};
 use convirt::{GemmOptions, Gpu, Result, Tensor};
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const USAGE: &str = "\
-usage: cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|all] [--json] [--quick]
+usage: cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|all|resnet|bert|infonce] [--json] [--quick]
 
   gemm         square f32 GEMMs (256, 512, 1024, and 2048 on hardware adapters), awkward
                shapes 1000x1000x1000 and 7x513x129, and 1024^3 with A or B transposed
@@ -40,6 +41,10 @@ usage: cargo run --release --example bench -- [gemm|elementwise|softmax|reduce|a
                timed by wall clock, and the buffer pool's peak for one step at batch 32
   bert         fused attention (B 32, 12 heads, T 128, Dh 64) forward and forward + backward,
                and BERT-base training steps (6 layers frozen, batch 32, 32 and 128 tokens)
+  infonce      ConVIRT's loss forward + backward at d = 512, N = 32 and 256: the one-dispatch
+               fused kernel, the tiled multi-workgroup path, and the same loss chained from
+               the engine's separate kernels (GEMMs,
+               reductions, log-softmax, elementwise) with autograd; GFLOP/s count 6 N^2 d
 
   --json       one JSON object per line instead of a table (the first line names the adapter)
   --quick      3 timed repetitions instead of 10
@@ -82,6 +87,7 @@ enum Group {
     All,
     Resnet,
     Bert,
+    InfoNce,
 }
 
 struct Args {
@@ -223,6 +229,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> std::result::Result<Command
             "all" => Group::All,
             "resnet" => Group::Resnet,
             "bert" => Group::Bert,
+            "infonce" => Group::InfoNce,
             other => return Err(format!("unknown argument {other:?}")),
         };
         if group_given {
@@ -281,6 +288,16 @@ fn run(gpu: &Arc<Gpu>, args: &Args) -> Result<()> {
     if args.group == Group::Bert {
         bert_steps(gpu, args)?;
     }
+    if args.group == Group::InfoNce && !args.json {
+        // The chain is only a fair baseline if it computes the same loss.
+        let mut rng = XorShift(7);
+        let data: Vec<f32> = (0..2 * 32 * 512).map(|_| rng.next_f32()).collect();
+        let v = Tensor::from_slice(gpu, &data[..32 * 512], &[32, 512])?;
+        let u = Tensor::from_slice(gpu, &data[32 * 512..], &[32, 512])?;
+        let fused = convirt::ops::infonce::infonce(&v, &u, 0.1, 0.75)?.item()?;
+        let chain = infonce_chain(&v, &u, 0.1, 0.75)?.item()?;
+        println!("loss at N = 32: fused {fused:.6}, chain {chain:.6}");
+    }
     Ok(())
 }
 
@@ -291,6 +308,17 @@ fn plan(gpu: &Gpu, group: Group) -> Vec<Case> {
         let mut ceiling = gemm_case("gemm", [1024; 3], GemmOptions::default());
         ceiling.sets_ceiling = true;
         return vec![ceiling, attention_case(false), attention_case(true)];
+    }
+    if group == Group::InfoNce {
+        let mut ceiling = gemm_case("gemm", [1024; 3], GemmOptions::default());
+        ceiling.sets_ceiling = true;
+        let mut cases = vec![ceiling];
+        for n in [32, 256] {
+            for path in [Some(InfoNcePath::Fused), Some(InfoNcePath::Tiled), None] {
+                cases.push(infonce_case(n, path));
+            }
+        }
+        return cases;
     }
     if group == Group::Resnet {
         // Convolutions are GEMMs: the GEMM ceiling is theirs.
@@ -527,6 +555,62 @@ fn attention_case(backward: bool) -> Case {
         ceiling: Ceiling::Gemm,
         sets_ceiling: false,
     }
+}
+
+/// ConVIRT's loss (tau 0.1, lambda 0.75) and both gradients, fused or chained from separate
+/// kernels. The flop count is the three N x N x d products (S, dV, dU) either way.
+/// `path` None is the chain.
+fn infonce_case(n: usize, path: Option<InfoNcePath>) -> Case {
+    let d = 512;
+    Case {
+        kernel: match path {
+            Some(InfoNcePath::Fused) => "infonce fused f+b",
+            Some(_) => "infonce tiled f+b",
+            None => "infonce chain f+b",
+        },
+        shape: vec![n, d],
+        inputs: vec![vec![n, d], vec![n, d]],
+        run: Box::new(move |x| {
+            let (v, u) = (
+                x[0].detach().requires_grad(true),
+                x[1].detach().requires_grad(true),
+            );
+            let loss = match path {
+                Some(path) => infonce_with(&v, &u, 0.1, 0.75, path)?,
+                None => infonce_chain(&v, &u, 0.1, 0.75)?,
+            };
+            loss.backward()?;
+            Ok(loss)
+        }),
+        flops: 6.0 * (n * n * d) as f64,
+        bytes: 4.0 * 4.0 * (n * d) as f64,
+        ceiling: Ceiling::Gemm,
+        sets_ceiling: false,
+    }
+}
+
+/// The InfoNCE loss from separate kernels: S = v u^T / (|v| |u|^T tau) by two GEMMs and an
+/// elementwise divide, row and column log-softmax, the diagonal picked by a mask.
+fn infonce_chain(v: &Tensor, u: &Tensor, tau: f32, lambda: f32) -> Result<Tensor> {
+    let (n, gpu) = (v.shape()[0], v.gpu().clone());
+    let norm = |x: &Tensor| -> Result<Tensor> { x.mul(x)?.sum(1)?.sqrt()?.reshape(&[n, 1]) };
+    let t = GemmOptions {
+        trans_b: true,
+        ..GemmOptions::default()
+    };
+    let s = v
+        .gemm(u, &t)?
+        .div(&norm(v)?.gemm(&norm(u)?, &t)?)?
+        .scale(1.0 / tau)?;
+    let eye: Vec<f32> = (0..n * n)
+        .map(|i| (i % (n + 1) == 0) as u8 as f32)
+        .collect();
+    let eye = Tensor::from_slice(&gpu, &eye, &[n, n])?;
+    let diagonal = |x: Tensor| -> Result<Tensor> { x.mul(&eye)?.sum_all() };
+    let rows = diagonal(s.log_softmax()?)?;
+    let cols = diagonal(s.transpose(0, 1)?.log_softmax()?)?;
+    rows.scale(-lambda / n as f32)?
+        .add(&cols.scale(-(1.0 - lambda) / n as f32)?)
 }
 
 /// BERT-base training steps with the embeddings and 6 layers frozen (the paper's text

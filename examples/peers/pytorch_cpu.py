@@ -2,7 +2,7 @@
 peer columns of BENCHMARKS.md. Run it on the same machine, right after the bench, with as
 many threads as the machine has cores (2 on ours):
 
-    python3 examples/peers/pytorch_cpu.py [gemm|resnet|all] [--threads N]
+    python3 examples/peers/pytorch_cpu.py [gemm|resnet|infonce|all] [--threads N]
 
 Needs torch (and torchvision for `resnet`); never run in CI. Prints one line per case:
 kernel, shape, median ms, GFLOP/s (or images/s).
@@ -70,9 +70,30 @@ def resnet():
     print(f"resnet50 train step batch 8 224px {ms:10.1f} ms {8 / ms * 1e3:9.2f} images/s")
 
 
+def infonce():
+    import torch.nn.functional as F
+
+    def loss_fn(v, u, tau=0.1, lam=0.75):
+        s = F.normalize(v, dim=1) @ F.normalize(u, dim=1).T / tau
+        target = torch.arange(v.shape[0])
+        return lam * F.cross_entropy(s, target) + (1 - lam) * F.cross_entropy(s.T, target)
+
+    for n in (32, 256):
+        d = 512
+        sets = [(torch.randn(n, d, requires_grad=True), torch.randn(n, d, requires_grad=True)) for _ in range(3)]
+        i = iter(range(1 << 30))
+
+        def step():
+            v, u = sets[next(i) % 3]
+            loss_fn(v, u).backward()
+
+        ms = median_ms(step, reps=20)
+        print(f"infonce f+b   {n}x{d:<10} {ms:10.3f} ms {6 * n * n * d / ms / 1e6:9.1f} GFLOP/s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("group", nargs="?", default="all", choices=["gemm", "resnet", "all"])
+    ap.add_argument("group", nargs="?", default="all", choices=["gemm", "resnet", "infonce", "all"])
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -81,6 +102,8 @@ def main():
         gemm()
     if a.group in ("resnet", "all"):
         resnet()
+    if a.group in ("infonce", "all"):
+        infonce()
 
 
 if __name__ == "__main__":
