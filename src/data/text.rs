@@ -175,9 +175,17 @@ impl Tokenizer {
         Tokenizer::configured(inner, max_len).map_err(|e| fail(&e))
     }
 
-    /// Writes the tokenizer as a `tokenizer.json` (with our truncation and padding).
+    /// Writes the tokenizer as a `tokenizer.json` (vocabulary, normaliser, pre-tokeniser and
+    /// post-processor; the maximum length travels in the run's config).
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner
+        // Without our truncation and padding: they are applied again on loading, and a file
+        // that carried them would be reported as overriding ours.
+        let mut plain = self.inner.clone();
+        plain.with_padding(None);
+        plain
+            .with_truncation(None)
+            .map_err(|e| error(path, format!("cannot write it: {e}")))?;
+        plain
             .save(path, false)
             .map_err(|e| error(path, format!("cannot write it: {e}")))
     }
