@@ -2,7 +2,7 @@
 peer columns of BENCHMARKS.md. Run it on the same machine, right after the bench, with as
 many threads as the machine has cores (2 on ours):
 
-    python3 examples/peers/pytorch_cpu.py [gemm|resnet|infonce|all] [--threads N]
+    python3 examples/peers/pytorch_cpu.py [gemm|resnet|infonce|convirt|all] [--threads N]
 
 Needs torch (and torchvision for `resnet`); never run in CI. Prints one line per case:
 kernel, shape, median ms, GFLOP/s (or images/s).
@@ -91,9 +91,61 @@ def infonce():
         print(f"infonce f+b   {n}x{d:<10} {ms:10.3f} ms {6 * n * n * d / ms / 1e6:9.1f} GFLOP/s")
 
 
+def convirt_step(tokens):
+    """The paper configuration's training step: ResNet-50 at 224 px and a BERT-base-sized
+    encoder (plain torch layers: post-LN, GELU, 12 heads; no `transformers` needed) with the
+    embeddings and 6 layers frozen, max-pool over tokens, the two projection heads, the loss,
+    backward and Adam, at batch 32 with `tokens` tokens per sentence."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import torchvision
+
+    n, hidden = 32, 768
+    image = torchvision.models.resnet50()
+    image.fc = nn.Identity()
+    emb = nn.Embedding(28996, hidden)
+    pos = nn.Embedding(512, hidden)
+    norm = nn.LayerNorm(hidden, eps=1e-12)
+    layers = nn.ModuleList(
+        nn.TransformerEncoderLayer(hidden, 12, 3072, dropout=0.1, activation="gelu", batch_first=True)
+        for _ in range(12)
+    )
+    for m in [emb, pos, norm, *layers[:6]]:
+        m.requires_grad_(False)
+    def head(d):
+        return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 512))
+    image_head, text_head = head(2048), head(hidden)
+    params = [p for m in [image, *layers[6:], image_head, text_head] for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-4, weight_decay=1e-6)
+    x = torch.rand(n, 3, 224, 224)
+    ids = torch.randint(0, 28996, (n, tokens))
+
+    def loss_fn(v, u, tau=0.1, lam=0.75):
+        s = F.normalize(v, dim=1) @ F.normalize(u, dim=1).T / tau
+        t = torch.arange(n)
+        return lam * F.cross_entropy(s, t) + (1 - lam) * F.cross_entropy(s.T, t)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            h = norm(emb(ids) + pos(torch.arange(tokens)))
+            for layer in layers[:6]:
+                h = layer(h)
+        for layer in layers[6:]:
+            h = layer(h)
+        u = text_head(h.max(dim=1).values)
+        v = image_head(image(x))
+        loss_fn(v, u).backward()
+        opt.step()
+
+    ms = median_ms(step, reps=3, warmup=1)
+    print(f"convirt paper step batch 32 224px {tokens} tokens {ms / 1e3:8.2f} s {n / ms * 1e3:9.2f} images/s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("group", nargs="?", default="all", choices=["gemm", "resnet", "infonce", "all"])
+    ap.add_argument("group", nargs="?", default="all", choices=["gemm", "resnet", "infonce", "convirt", "all"])
+    ap.add_argument("--tokens", type=int, default=32, help="sentence length of the convirt step")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -104,6 +156,8 @@ def main():
         resnet()
     if a.group in ("infonce", "all"):
         infonce()
+    if a.group in ("convirt", "all"):
+        convirt_step(a.tokens)
 
 
 if __name__ == "__main__":
