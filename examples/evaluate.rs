@@ -903,7 +903,6 @@ fn retrieval_sheet(
                      frame: Option<Rgb<u8>>|
      -> Result<()> {
         let px = item.pixels(size)?;
-        let plane = size * size;
         for ty in 0..tile {
             for tx in 0..tile {
                 let (sx, sy) = (
@@ -917,7 +916,6 @@ fn retrieval_sheet(
                 img.put_pixel(x + tx, y + ty, Rgb([g, g, g]));
             }
         }
-        let _ = plane;
         if let Some(c) = frame {
             for t in 0..tile {
                 for w in 0..3 {
