@@ -13,6 +13,7 @@ pub mod finetune;
 pub mod metrics;
 pub mod probe;
 pub mod queries;
+pub mod report;
 pub mod retrieval;
 pub mod sampling;
 pub mod tasks;
