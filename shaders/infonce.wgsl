@@ -63,10 +63,16 @@ override ACCUMULATE: bool = false;
 // Step along K of a tile product: 32 where the adapter's workgroup memory holds two 32 x 64
 // tiles (half the barriers), else 16 (16 KiB is all that is guaranteed).
 override TK: u32 = 16u;
+// (TK >= SIDE: lse_tiles reuses the K-slices as a SIDE x SIDE scratch.)
 
-// Invocations per workgroup: 16 x 16, each owning a 4 x 4 block of a 64 x 64 tile.
-const WG: u32 = 256u;
-const TILE: u32 = 64u;
+// Invocations along each side of the square workgroup, each owning a 4 x 4 block of a
+// TILE x TILE tile: 16 (a 64 x 64 tile) everywhere but the one-workgroup path at N <= 32, where
+// 8 (32 x 32) leaves no invocation idle and synchronises 64 invocations instead of 256 (llvmpipe
+// runs a workgroup's invocations as fibres on one core, so its barriers cost per invocation).
+// At least 8: the row-wise phases give LANES = 32 invocations to a row.
+override SIDE: u32 = 16u;
+override WG: u32 = SIDE * SIDE;
+override TILE: u32 = 4u * SIDE;
 // Invocations that share one row in the row-wise phases (normalise, log-sum-exps of rows,
 // project), so neighbours read neighbouring elements: a row per invocation strides d * 4
 // bytes between lanes and made these phases over 10x slower on an H100. (llvmpipe, which
@@ -78,8 +84,8 @@ const EMPTY: vec2<f32> = vec2<f32>(-3.0e38, 0.0);
 
 // The K-slices of a tile product: a_tile[k * 16 + g] holds rows 4g .. 4g + 3 at k, so an
 // invocation's 4 x 4 block is one vec4 of each per k.
-var<workgroup> a_tile: array<vec4<f32>, TK * 16u>;
-var<workgroup> b_tile: array<vec4<f32>, TK * 16u>;
+var<workgroup> a_tile: array<vec4<f32>, TK * SIDE>;
+var<workgroup> b_tile: array<vec4<f32>, TK * SIDE>;
 // Reductions: sums in x, or online log-sum-exp pairs.
 var<workgroup> red: array<vec2<f32>, WG>;
 
@@ -100,27 +106,27 @@ fn operand(o: Operand, r: u32, k: u32, k_len: u32) -> f32 {
 // component i output row m0 + 4 (lid / 16) + i. Every invocation of the workgroup must call it
 // (barriers); rows and columns past the operands read as zero.
 fn tile_product(a: Operand, b: Operand, k_len: u32, m0: u32, n0: u32, lid: u32) -> mat4x4<f32> {
-    let tr = lid / 16u;
-    let tc = lid % 16u;
+    let tr = lid / SIDE;
+    let tc = lid % SIDE;
     var acc = mat4x4<f32>();
     for (var k0 = 0u; k0 < k_len; k0 += TK) {
         workgroupBarrier();
         // Neighbouring invocations take neighbouring k: contiguous when K is the fast axis.
-        for (var e = lid; e < TK * 16u; e += WG) {
+        for (var e = lid; e < TK * SIDE; e += WG) {
             let k = e % TK;
             let g = e / TK;
             let kk = k0 + k;
             let ra = m0 + 4u * g;
-            a_tile[k * 16u + g] = vec4<f32>(operand(a, ra, kk, k_len), operand(a, ra + 1u, kk, k_len),
+            a_tile[k * SIDE + g] = vec4<f32>(operand(a, ra, kk, k_len), operand(a, ra + 1u, kk, k_len),
                                             operand(a, ra + 2u, kk, k_len), operand(a, ra + 3u, kk, k_len));
             let rb = n0 + 4u * g;
-            b_tile[k * 16u + g] = vec4<f32>(operand(b, rb, kk, k_len), operand(b, rb + 1u, kk, k_len),
+            b_tile[k * SIDE + g] = vec4<f32>(operand(b, rb, kk, k_len), operand(b, rb + 1u, kk, k_len),
                                             operand(b, rb + 2u, kk, k_len), operand(b, rb + 3u, kk, k_len));
         }
         workgroupBarrier();
         for (var k = 0u; k < TK; k++) {
-            let x = a_tile[k * 16u + tr];
-            let y = b_tile[k * 16u + tc];
+            let x = a_tile[k * SIDE + tr];
+            let y = b_tile[k * SIDE + tc];
             acc[0] += x * y.x;
             acc[1] += x * y.y;
             acc[2] += x * y.z;
@@ -249,11 +255,11 @@ fn dscore(i: u32, j: u32, s: f32) -> f32 {
 
 // Output element (row, col) of an invocation's block: component i of column c.
 fn block_row(m0: u32, lid: u32, i: u32) -> u32 {
-    return m0 + 4u * (lid / 16u) + i;
+    return m0 + 4u * (lid / SIDE) + i;
 }
 
 fn block_col(n0: u32, lid: u32, c: u32) -> u32 {
-    return n0 + 4u * (lid % 16u) + c;
+    return n0 + 4u * (lid % SIDE) + c;
 }
 
 // Rows r0 + m of dv' from a tile of dC[chunk] u' (m < p.rows).
@@ -453,7 +459,7 @@ fn lse_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             }
         }
     }
-    // Each invocation's 4 rows over its 4 columns, then the 16 invocations of a row combine
+    // Each invocation's 4 rows over its 4 columns, then the SIDE invocations of a row combine
     // through workgroup memory (the K-slices are free again).
     var rows = array<vec2<f32>, 4>(EMPTY, EMPTY, EMPTY, EMPTY);
     var cols = array<vec2<f32>, 4>(EMPTY, EMPTY, EMPTY, EMPTY);
@@ -465,16 +471,16 @@ fn lse_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             }
         }
     }
-    let tr = lid / 16u;
-    let tc = lid % 16u;
+    let tr = lid / SIDE;
+    let tc = lid % SIDE;
     workgroupBarrier();
-    a_tile[tr * 16u + tc] = vec4<f32>(rows[0].x, rows[1].x, rows[2].x, rows[3].x);
-    b_tile[tr * 16u + tc] = vec4<f32>(rows[0].y, rows[1].y, rows[2].y, rows[3].y);
+    a_tile[tr * SIDE + tc] = vec4<f32>(rows[0].x, rows[1].x, rows[2].x, rows[3].x);
+    b_tile[tr * SIDE + tc] = vec4<f32>(rows[0].y, rows[1].y, rows[2].y, rows[3].y);
     workgroupBarrier();
     if (lid < TILE && m0 + lid < n) {
         var ms = EMPTY;
-        for (var k = 0u; k < 16u; k++) {
-            let o = (lid / 4u) * 16u + k;
+        for (var k = 0u; k < SIDE; k++) {
+            let o = (lid / 4u) * SIDE + k;
             ms = lse_merge(ms, vec2<f32>(a_tile[o][lid % 4u], b_tile[o][lid % 4u]));
         }
         let o = p.prow + 2u * (wid.x * n + m0 + lid);
@@ -482,13 +488,13 @@ fn lse_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         scratch[o + 1u] = ms.y;
     }
     workgroupBarrier();
-    a_tile[tc * 16u + tr] = vec4<f32>(cols[0].x, cols[1].x, cols[2].x, cols[3].x);
-    b_tile[tc * 16u + tr] = vec4<f32>(cols[0].y, cols[1].y, cols[2].y, cols[3].y);
+    a_tile[tc * SIDE + tr] = vec4<f32>(cols[0].x, cols[1].x, cols[2].x, cols[3].x);
+    b_tile[tc * SIDE + tr] = vec4<f32>(cols[0].y, cols[1].y, cols[2].y, cols[3].y);
     workgroupBarrier();
     if (lid < TILE && n0 + lid < n) {
         var ms = EMPTY;
-        for (var k = 0u; k < 16u; k++) {
-            let o = (lid / 4u) * 16u + k;
+        for (var k = 0u; k < SIDE; k++) {
+            let o = (lid / 4u) * SIDE + k;
             ms = lse_merge(ms, vec2<f32>(a_tile[o][lid % 4u], b_tile[o][lid % 4u]));
         }
         let o = p.pcol + 2u * (wid.y * n + n0 + lid);

@@ -13,7 +13,8 @@ pub const SHADER: ShaderSource = ShaderSource {
     wgsl: include_str!("../../shaders/infonce.wgsl"),
 };
 
-/// Invocations per workgroup (the shader's `WG`: 16 x 16, a 4 x 4 block each of a 64 x 64 tile).
+/// Invocations per workgroup of the tiled path (the shader's `WG` at its default `SIDE` of 16:
+/// 16 x 16, a 4 x 4 block each of a 64 x 64 tile).
 const WG: u32 = 256;
 /// Invocations that share a row in the row-wise kernels (the shader's `LANES`).
 const LANES: u32 = 32;
@@ -24,7 +25,7 @@ const TILE: usize = 64;
 ///
 /// One workgroup runs on one compute unit, so this trades launches for parallelism. Measured
 /// forward + backward at d = 512 (kernel time): on llvmpipe the fused path beats the tiled one
-/// up to N = 256 at least (3 vs 8 ms at N = 32); on an H100 the tiled path is already ahead at
+/// at N = 32 (2.4 vs 8.9 ms) but not at N = 256 (61-72 vs 45-49 ms); on an H100 the tiled path is already ahead at
 /// N = 32 (0.18 vs 0.25 ms, equal in wall time) and 16x ahead at N = 256 (0.27 vs 4.2 ms).
 /// 1024 is the limit the engine was asked for; GPU runs with large batches want it lower.
 pub const FUSED_MAX_N: usize = 1024;
@@ -199,12 +200,12 @@ pub fn infonce_with(
     let launch = |entry: &'static str,
                   name: &'static str,
                   p: &Params,
-                  extra: Option<(&'static str, bool)>,
+                  extra: &[(&'static str, f64)],
                   workgroups: [u32; 3],
                   flops: usize,
                   bytes: usize| {
         let mut overrides = vec![("TK", tk as f64)];
-        overrides.extend(extra.map(|(k, on)| (k, on as u8 as f64)));
+        overrides.extend_from_slice(extra);
         gpu.dispatch(&Dispatch {
             kernel: Kernel {
                 shader: SHADER,
@@ -227,7 +228,10 @@ pub fn infonce_with(
             "fused",
             "infonce_fused",
             &params,
-            Some(("GRAD", want_grad)),
+            &[
+                ("GRAD", want_grad as u8 as f64),
+                ("SIDE", fused_side(n) as f64),
+            ],
             [1, 1, 1],
             2 * products * nn * d + 10 * nn,
             4 * (4 * nd + 2 * nn),
@@ -239,7 +243,7 @@ pub fn infonce_with(
             "normalize_embeddings",
             "infonce_normalize",
             &params,
-            None,
+            &[],
             rows_grid,
             4 * nd,
             16 * nd,
@@ -248,7 +252,7 @@ pub fn infonce_with(
             "lse_tiles",
             "infonce_lse_tiles",
             &params,
-            None,
+            &[],
             [nt as u32, nt as u32, 1],
             2 * nn * d + 4 * nn,
             4 * (2 * nd * nt + 4 * nt * n),
@@ -257,7 +261,7 @@ pub fn infonce_with(
             "lse_combine",
             "infonce_lse_combine",
             &params,
-            None,
+            &[],
             gpu.grid(n.div_ceil(WG as usize) as u32),
             2 * nd + 10 * nt * n,
             4 * (4 * nt * n + 2 * nd + 3 * n),
@@ -266,7 +270,7 @@ pub fn infonce_with(
             "loss_sum",
             "infonce_loss_sum",
             &params,
-            None,
+            &[],
             [1, 1, 1],
             n,
             4 * n,
@@ -284,7 +288,7 @@ pub fn infonce_with(
                     "dscores",
                     "infonce_dscores",
                     &p,
-                    None,
+                    &[],
                     [nt as u32, tiles(rc), 1],
                     products + 8 * rc * n,
                     4 * (rc * n + 2 * rc * d * nt),
@@ -293,7 +297,7 @@ pub fn infonce_with(
                     "grad_v",
                     "infonce_grad_v",
                     &p,
-                    None,
+                    &[],
                     [tiles(d), tiles(rc), 1],
                     products,
                     4 * (rc * n + rc * d),
@@ -302,7 +306,7 @@ pub fn infonce_with(
                     "grad_u",
                     "infonce_grad_u",
                     &p,
-                    Some(("ACCUMULATE", r0 > 0)),
+                    &[("ACCUMULATE", (r0 > 0) as u8 as f64)],
                     [tiles(d), nt as u32, 1],
                     products,
                     4 * (rc * n + rc * d + 2 * nd),
@@ -312,7 +316,7 @@ pub fn infonce_with(
                 "project",
                 "infonce_project",
                 &params,
-                None,
+                &[],
                 rows_grid,
                 8 * nd,
                 4 * 6 * nd,
@@ -348,6 +352,17 @@ pub fn infonce_with(
         })?;
         Ok(vec![needs[0].then_some(gv), needs[1].then_some(gu)])
     }))
+}
+
+/// The shader's `SIDE` for the one-workgroup path: 8 (a 32 x 32 tile, 64 invocations) when
+/// one such tile covers S, else 16. Measured forward + backward at N = 32, d = 512 on llvmpipe:
+/// see BENCHMARKS.md (InfoNCE).
+fn fused_side(n: usize) -> u32 {
+    if n <= 32 {
+        8
+    } else {
+        16
+    }
 }
 
 /// Rows of dC per chunk of the tiled path: as many as the scratch budget allows (whole tiles),
