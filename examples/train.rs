@@ -115,6 +115,17 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if args.text_weights.is_some() && args.tokenizer.is_none() {
+        return Err(
+            "--text-weights needs the encoder's own --text-tokenizer (its vocabulary)".into(),
+        );
+    }
+    if args.text_weights.is_some()
+        && args.text_config.is_none()
+        && args.config.as_deref() != Some("paper")
+    {
+        return Err("--text-weights needs the encoder's --text-config (config.json) unless --config paper (BERT-base)".into());
+    }
     if args.manifest.is_some() && args.mimic.is_some() {
         return Err("give --manifest or --mimic, not both".into());
     }
@@ -336,15 +347,6 @@ fn new_run(gpu: &Arc<Gpu>, args: &Args) -> Result<(Trainer, Datasets)> {
         vocab_size: tokenizer.vocab_size(),
         ..config.text
     };
-    if args.text_weights.is_some()
-        && args.text_config.is_none()
-        && args.config.as_deref() != Some("paper")
-    {
-        return Err(Error::Invalid {
-            op: "train",
-            why: "--text-weights needs the encoder's --text-config (config.json) and its --text-tokenizer".into(),
-        });
-    }
     // Encoders from pretrained weights where given (heads always fresh), else the initialiser.
     let mut model = ConVirt::new(
         &mut WeightSource::random(gpu, config.seed),
