@@ -120,7 +120,7 @@ pub fn image_features(
     batch: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Features> {
-    let gpu = net_gpu(net)?;
+    let gpu = net.gpu();
     let dim = net.arch.features();
     let mut out = Features {
         data: Vec::with_capacity(items.len() * dim),
@@ -142,7 +142,7 @@ pub fn image_features(
             }
         }
         if !rows.is_empty() {
-            let x = Tensor::from_slice(&gpu, &pixels, &[rows.len(), 3, size, size])?;
+            let x = Tensor::from_slice(gpu, &pixels, &[rows.len(), 3, size, size])?;
             out.data
                 .extend(no_grad(|| net.features(&x, false)?.to_vec())?);
             out.kept.extend(rows);
@@ -161,16 +161,6 @@ pub fn image_features(
         });
     }
     Ok(out)
-}
-
-fn net_gpu(net: &ResNet) -> Result<Arc<Gpu>> {
-    net.named()
-        .first()
-        .map(|(_, t)| t.gpu().clone())
-        .ok_or_else(|| Error::Invalid {
-            op: "image_features",
-            why: "the network has no tensors".into(),
-        })
 }
 
 /// Writes features to a safetensors file (`features`, `kept`), atomically, so a later

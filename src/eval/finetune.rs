@@ -69,15 +69,7 @@ impl PixelSet {
             .iter()
             .flat_map(|&r| self.pixels[r].iter().copied())
             .collect();
-        let gpu = net
-            .named()
-            .first()
-            .map(|(_, t)| t.gpu().clone())
-            .ok_or_else(|| Error::Invalid {
-                op: "fine_tune",
-                why: "the network has no tensors".into(),
-            })?;
-        Tensor::from_slice(&gpu, &data, &[rows.len(), 3, self.size, self.size])
+        Tensor::from_slice(net.gpu(), &data, &[rows.len(), 3, self.size, self.size])
     }
 }
 
@@ -97,7 +89,7 @@ pub fn fine_tune(
             why: "needs labelled training and test images".into(),
         });
     }
-    let gpu = train.tensor(&net, &[0])?.gpu().clone();
+    let gpu = net.gpu().clone();
     let head = Linear::new(
         &mut WeightSource::random(&gpu, seed),
         "head",

@@ -241,6 +241,11 @@ impl ResNet {
         StateDict::write(path, &self.named(), meta)
     }
 
+    /// The device the weights live on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        self.conv1.weight.gpu()
+    }
+
     /// The 512- or 2048-d globally average-pooled features of `x` ([N, 3, H, W]).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if x.rank() != 4 || x.shape()[1] != 3 {
