@@ -473,33 +473,28 @@ fn lse_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     }
     let tr = lid / SIDE;
     let tc = lid % SIDE;
+    combine_partials(lid, rows, tr * SIDE + tc, lid < TILE && m0 + lid < n,
+                     p.prow + 2u * (wid.x * n + m0 + lid));
+    combine_partials(lid, cols, tc * SIDE + tr, lid < TILE && n0 + lid < n,
+                     p.pcol + 2u * (wid.y * n + n0 + lid));
+}
+
+// One row (or column) of a tile's partial log-sum-exps: each invocation parks its four in the
+// K-slices at `slot`, then invocation lid < TILE merges the SIDE of row lid and, if `valid`,
+// stores (max, sum) at scratch[out]. Every invocation must call it (barriers).
+fn combine_partials(lid: u32, parts: array<vec2<f32>, 4>, slot: u32, valid: bool, out: u32) {
     workgroupBarrier();
-    a_tile[tr * SIDE + tc] = vec4<f32>(rows[0].x, rows[1].x, rows[2].x, rows[3].x);
-    b_tile[tr * SIDE + tc] = vec4<f32>(rows[0].y, rows[1].y, rows[2].y, rows[3].y);
+    a_tile[slot] = vec4<f32>(parts[0].x, parts[1].x, parts[2].x, parts[3].x);
+    b_tile[slot] = vec4<f32>(parts[0].y, parts[1].y, parts[2].y, parts[3].y);
     workgroupBarrier();
-    if (lid < TILE && m0 + lid < n) {
+    if (valid) {
         var ms = EMPTY;
         for (var k = 0u; k < SIDE; k++) {
             let o = (lid / 4u) * SIDE + k;
             ms = lse_merge(ms, vec2<f32>(a_tile[o][lid % 4u], b_tile[o][lid % 4u]));
         }
-        let o = p.prow + 2u * (wid.x * n + m0 + lid);
-        scratch[o] = ms.x;
-        scratch[o + 1u] = ms.y;
-    }
-    workgroupBarrier();
-    a_tile[tc * SIDE + tr] = vec4<f32>(cols[0].x, cols[1].x, cols[2].x, cols[3].x);
-    b_tile[tc * SIDE + tr] = vec4<f32>(cols[0].y, cols[1].y, cols[2].y, cols[3].y);
-    workgroupBarrier();
-    if (lid < TILE && n0 + lid < n) {
-        var ms = EMPTY;
-        for (var k = 0u; k < SIDE; k++) {
-            let o = (lid / 4u) * SIDE + k;
-            ms = lse_merge(ms, vec2<f32>(a_tile[o][lid % 4u], b_tile[o][lid % 4u]));
-        }
-        let o = p.pcol + 2u * (wid.y * n + n0 + lid);
-        scratch[o] = ms.x;
-        scratch[o + 1u] = ms.y;
+        scratch[out] = ms.x;
+        scratch[out + 1u] = ms.y;
     }
 }
 
