@@ -1,14 +1,16 @@
 //! `cargo run --release --example train`: ConVIRT pretraining.
 //!
 //! With no arguments: the embedded default — a deterministic synthetic corpus of chest-X-ray-
-//! like images with reports, a WordPiece vocabulary trained on it, ResNet-18 at 96 px and a
-//! 4-layer BERT of width 256, trained with the paper's loss (tau 0.1, lambda 0.75) and
-//! augmentations; minutes on a CPU through lavapipe. `--manifest FILE` or `--mimic ROOT` trains
-//! on real pairs instead. `--help` lists everything.
+//! like images with reports, a WordPiece vocabulary built on it, ResNet-18 at 64 px and a
+//! 2-layer BERT of width 256, trained from scratch with the paper's loss (tau 0.1, lambda 0.75)
+//! and milder augmentations; minutes on a CPU through lavapipe. `--manifest FILE` or
+//! `--mimic ROOT` trains on real pairs instead. `--help` lists everything.
 
 use convirt::data::augment::Augment;
 use convirt::data::loader::{Dataset, PairBatch, PairLoader, SyntheticDataset};
 use convirt::data::manifest::{ManifestDataset, MimicDataset};
+use convirt::data::report::sections;
+use convirt::data::synthetic::{corpus_size, report_of};
 use convirt::data::Tokenizer;
 use convirt::models::bert::{BertConfig, BertModel};
 use convirt::models::convirt::ConVirt;
@@ -30,8 +32,8 @@ ConVIRT: contrastive pretraining of an image encoder (ResNet) and a text encoder
 image-report pairs. Without options it trains the small configuration on the embedded
 synthetic corpus (no download), writing to runs/convirt-small.
 
-  --config small|paper     small (default): ResNet-18 at 96 px, 4-layer BERT of width 256,
-                           vocabulary trained on the training reports;
+  --config small|paper     small (default): ResNet-18 at 64 px, 2-layer BERT of width 256,
+                           vocabulary built on the training reports, mild augmentation;
                            paper: ResNet-50 at 224 px, BERT-base with 6 frozen layers, batch 32,
                            Adam 1e-4, weight decay 1e-6 (give --text-tokenizer for real text)
   --steps N                optimiser steps in total (a resumed run continues up to N)
@@ -39,6 +41,8 @@ synthetic corpus (no download), writing to runs/convirt-small.
   --lr X                   Adam learning rate        --weight-decay X
   --tau X                  temperature (0.1)         --lambda X   image-to-text weight (0.75)
   --image-size N           training image side       --seed N     everything derives from it
+  --augment paper|mild     the paper's augmentations (--config paper) or milder ones without
+                           flips (small: encoders from scratch learn several times faster)
   --manifest FILE          real pairs from a CSV or JSON-lines manifest: columns image (or
                            path), report (or text) or report_path, optional split (train,
                            validate / val, test) and labels; paths relative to the manifest.
@@ -109,7 +113,7 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
             "--text-config" => args.text_config = Some(value()?.into()),
             "--steps" | "--batch" | "--lr" | "--weight-decay" | "--tau" | "--lambda"
             | "--image-size" | "--seed" | "--train-samples" | "--val-samples" | "--eval-every"
-            | "--checkpoint-every" | "--clip-grad" | "--frozen-layers" => args
+            | "--checkpoint-every" | "--clip-grad" | "--frozen-layers" | "--augment" => args
                 .overrides
                 .push((flag.trim_start_matches("--").to_string(), value()?)),
             other => return Err(format!("unknown argument {other:?}")),
@@ -155,6 +159,7 @@ fn apply_overrides(c: &mut TrainConfig, overrides: &[(String, String)]) -> Resul
             "checkpoint-every" => c.checkpoint_every = int()?.max(1),
             "clip-grad" => c.clip_grad_norm = Some(float()?),
             "frozen-layers" => c.frozen_layers = int()?,
+            "augment" => c.augment = v.parse()?,
             _ => unreachable!("parse_args lists the flags"),
         }
     }
@@ -165,11 +170,6 @@ fn apply_overrides(c: &mut TrainConfig, overrides: &[(String, String)]) -> Resul
         });
     }
     Ok(())
-}
-
-/// The synthetic corpus is drawn larger than the training size so random crops keep detail.
-fn corpus_size(image_size: usize) -> usize {
-    image_size * 5 / 4
 }
 
 /// The pairs a run trains and validates on.
@@ -294,11 +294,11 @@ fn datasets(c: &TrainConfig, args: &Args) -> Result<Datasets> {
         size,
         seed: c.seed.wrapping_add(0x5EED),
     };
-    let corpus = Arc::clone(&train);
+    let seed = c.seed;
     Ok(Datasets {
         train,
         val: Arc::new(val),
-        sentences: Box::new(move |i| Ok(corpus.get(i)?.1)),
+        sentences: Box::new(move |i| Ok(sections(&report_of(i as u64, seed)))),
     })
 }
 
@@ -457,10 +457,11 @@ fn run(args: Args) -> Result<()> {
         eprintln!("contact sheet written to {}", path.display());
     }
     eprintln!(
-        "config {}: {} at {} px, BERT {} layers x {} ({} frozen), batch {}, lr {:e}, tau {}, lambda {}, {} steps -> {}",
+        "config {}: {} at {} px ({} augmentation), BERT {} layers x {} ({} frozen), batch {}, lr {:e}, tau {}, lambda {}, {} steps -> {}",
         c.name,
         c.arch.name(),
         c.image_size,
+        c.augment.name(),
         c.text.num_hidden_layers,
         c.text.hidden_size,
         c.frozen_layers,
@@ -480,10 +481,7 @@ fn run(args: Args) -> Result<()> {
         )));
     }
     let mut metrics = Metrics::open(&out)?;
-    let augment = Augment {
-        out_size: c.image_size,
-        ..Augment::default()
-    };
+    let augment = c.augment.settings(c.image_size);
     let per_epoch = (data.train.len() / c.batch).max(1);
     let loader = PairLoader::new(data.train, augment, c.batch, c.seed)?;
 

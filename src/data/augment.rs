@@ -60,6 +60,64 @@ impl Augment {
     }
 }
 
+/// Named augmentation strengths, as a training configuration records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Augmentation {
+    /// The paper's augmentations ([`Augment::default`]).
+    Paper,
+    /// Milder and without flips, for encoders trained from scratch in a few hundred steps
+    /// (the embedded default): the paper's strength, made for ImageNet- and ClinicalBERT-
+    /// initialised encoders and thousands of steps, slows early learning several-fold there,
+    /// and a flip contradicts every "left" and "right" in the report.
+    Mild,
+}
+
+impl Augmentation {
+    /// The settings for `out_size` x `out_size` outputs.
+    pub fn settings(self, out_size: usize) -> Augment {
+        match self {
+            Augmentation::Paper => Augment {
+                out_size,
+                ..Augment::default()
+            },
+            Augmentation::Mild => Augment {
+                crop_scale: (0.8, 1.0),
+                crop_ratio: (0.9, 1.0 / 0.9),
+                hflip: 0.0,
+                rotate_deg: 5.0,
+                translate: 0.05,
+                scale: (0.95, 1.05),
+                brightness: (0.8, 1.2),
+                contrast: (0.8, 1.2),
+                blur_sigma: (0.1, 0.5),
+                out_size,
+            },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Augmentation::Paper => "paper",
+            Augmentation::Mild => "mild",
+        }
+    }
+}
+
+impl std::str::FromStr for Augmentation {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Augmentation> {
+        match s {
+            "paper" => Ok(Augmentation::Paper),
+            "mild" => Ok(Augmentation::Mild),
+            _ => Err(Error::Invalid {
+                op: "Augmentation",
+                why: format!("'{s}' is not an augmentation (paper or mild)"),
+            }),
+        }
+    }
+}
+
 impl Default for Augment {
     fn default() -> Augment {
         Augment {
@@ -374,6 +432,19 @@ mod tests {
     use super::super::image::{eval_transform, load_image};
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn augmentation_presets_round_trip_and_differ() {
+        for a in [Augmentation::Paper, Augmentation::Mild] {
+            assert_eq!(a.name().parse::<Augmentation>().unwrap(), a);
+            assert_eq!(a.settings(40).out_size, 40);
+        }
+        assert_eq!(Augmentation::Paper.settings(224), Augment::default());
+        let mild = Augmentation::Mild.settings(64);
+        assert_eq!(mild.hflip, 0.0);
+        assert!(mild.crop_scale.0 > Augment::default().crop_scale.0);
+        assert!("strong".parse::<Augmentation>().is_err());
+    }
 
     fn in_range(v: f32, (lo, hi): (f32, f32)) -> bool {
         lo <= v && v <= hi
