@@ -1,8 +1,9 @@
 // Reductions along one axis of a tensor seen as [outer, axis, inner], and their backward
 // kernels. Two schedules: `reduce` gives each output a workgroup whose invocations stride over
 // the axis and combine in workgroup memory (few outputs, long axes: a full sum);
-// `reduce_columns` gives each output one invocation looping over the axis, neighbours reading
-// neighbouring addresses (many outputs along a contiguous inner axis: bias gradients).
+// `reduce_columns` gives each output one invocation looping over the axis (many outputs along a
+// contiguous inner axis, neighbours reading neighbouring addresses: bias gradients; or short
+// axes: global average pooling).
 //
 // reduce, reduce_columns   y[o, i] = sum | mean | max over k of x[o, k, i]   (OP 0, 1, 2)
 // argmax   y[o, i] = max, idx[o, i] = first k reaching it
