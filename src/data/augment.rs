@@ -61,6 +61,14 @@ impl Augment {
 }
 
 /// Named augmentation strengths, as a training configuration records them.
+///
+/// ```
+/// use convirt::data::augment::Augmentation;
+///
+/// let mild: Augmentation = "mild".parse().unwrap();
+/// let settings = mild.settings(64);
+/// assert_eq!((settings.out_size, settings.hflip), (64, 0.0));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Augmentation {
     /// The paper's augmentations ([`Augment::default`]).
@@ -95,6 +103,7 @@ impl Augmentation {
         }
     }
 
+    /// The name `--augment` takes and checkpoints record.
     pub fn name(self) -> &'static str {
         match self {
             Augmentation::Paper => "paper",

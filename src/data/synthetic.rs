@@ -185,6 +185,12 @@ pub fn labels_of(index: u64, seed: u64) -> [bool; FINDINGS.len()] {
 
 /// The report of sample `index` of the corpus of `seed` (what [`generate`] returns in
 /// `report`), without drawing its picture: a vocabulary needs the reports alone.
+///
+/// ```
+/// use convirt::data::synthetic::{generate, report_of};
+///
+/// assert_eq!(report_of(3, 0), generate(3, 16, 0).report);
+/// ```
 pub fn report_of(index: u64, seed: u64) -> String {
     let rng = Rng::new(seed).fork(index);
     let findings = draw_findings(&mut rng.fork(0));
