@@ -26,6 +26,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+// The same buffer as dst, written 16 bytes at a time by im2col when SPAN = 4 (software
+// adapters pay per store instruction).
+@group(0) @binding(3) var<storage, read_write> dst4: array<vec4<f32>>;
 
 override WG: u32 = 256u;
 // The stride, fixed per pipeline so the divisibility tests of col2im compile to masks.
@@ -43,7 +46,7 @@ fn split(a: u32, d: u32, inv_d: f32) -> vec2<u32> {
 
 // Each invocation writes SPAN consecutive positions of one column row: the index arithmetic
 // is shared by SPAN elements (the host sets SPAN = 4 when OW % 4 == 0, so the four positions
-// share one image and one output row y; else 1).
+// share one image and one output row y, and are stored as one vec4; else 1). At most 4.
 override SPAN: u32 = 1u;
 
 @compute @workgroup_size(WG)
@@ -66,13 +69,18 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let y_inside = y >= 0 && y < i32(p.h);
     let src_row = ((n * p.c + c) * p.h + u32(max(y, 0))) * p.w;
     let out = (row * p.n + n) * ohw + pos;
+    var v = vec4<f32>();
     for (var e = 0u; e < SPAN; e++) {
         let x = x0 + i32(e * STRIDE);
-        var v = 0.0;
         if (y_inside && x >= 0 && x < i32(p.w)) {
-            v = src[src_row + u32(x)];
+            v[e] = src[src_row + u32(x)];
         }
-        dst[out + e] = v;
+    }
+    if (SPAN == 4u) {
+        // OW % 4 == 0, so OH OW and pos are multiples of 4: out is aligned.
+        dst4[out / 4u] = v;
+    } else {
+        dst[out] = v.x;
     }
 }
 

@@ -154,6 +154,12 @@ fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Resu
         u32_len("conv2d", rows)?,
         1,
     ];
+    // im2col also writes the columns 16 bytes at a time through a vec4 view of dst.
+    let buffers = [
+        (src.buffer(), Access::Read),
+        (dst.buffer(), Access::ReadWrite),
+        (dst.buffer(), Access::ReadWrite),
+    ];
     src.gpu().dispatch(&Dispatch {
         kernel: Kernel {
             shader: SHADER,
@@ -170,10 +176,7 @@ fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Resu
             "conv.col2im"
         },
         params: bytemuck::bytes_of(&p),
-        buffers: &[
-            (src.buffer(), Access::Read),
-            (dst.buffer(), Access::ReadWrite),
-        ],
+        buffers: &buffers[..if entry == "im2col" { 3 } else { 2 }],
         workgroups,
         flops: 0,
         bytes: 8 * dst.numel() as u64,
