@@ -9,7 +9,7 @@ use convirt::eval::features::{
     image_features, load_features, save_features, Features, ImageInit, ImageItem,
 };
 use convirt::eval::finetune::{fine_tune, FineTuneOptions, PixelSet};
-use convirt::eval::probe::{score, Labels, LinearProbe, ProbeOptions};
+use convirt::eval::probe::{score, Labels, LinearProbe, ProbeOptions, ProbeScore};
 use convirt::eval::queries::{Uncertain, CHEXPERT_8X200, CHEXPERT_COMPETITION};
 use convirt::eval::report::{
     finite, markdown, plot_auc, retrieval_sheet, ProbeResult, RetrievalResult,
@@ -243,45 +243,30 @@ fn rows(f: &Features, items: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-fn linear_probes(
-    gpu: &Arc<Gpu>,
+/// One result per label fraction, over `seeds` seeds each: `run(subset, seed)` trains on the
+/// stratified `subset` of the task's training items and scores the test items.
+fn over_fractions(
     init: &'static str,
+    method: &'static str,
     task: &ProbeTask,
-    train: &Features,
-    test: &Features,
-    args: &Args,
+    fractions: &[f64],
+    seeds: usize,
+    mut run: impl FnMut(&[usize], u64) -> Result<ProbeScore>,
 ) -> Result<Vec<ProbeResult>> {
     let strata = strata_of_multilabel(&label_rows(&task.train_labels));
-    let test_x = rows(test, &(0..task.test.len()).collect::<Vec<_>>());
-    let opts = ProbeOptions {
-        steps: args.probe_steps,
-        ..ProbeOptions::default()
-    };
-    let bar = progress(
-        args.fractions.len() * args.seeds,
-        &format!("{init} linear probes"),
-    );
+    let bar = progress(fractions.len() * seeds, &format!("{init} {method}"));
     let mut out = Vec::new();
-    for &fraction in &args.fractions {
+    for &fraction in fractions {
         let mut r = ProbeResult {
             init,
-            method: "linear",
+            method,
             fraction,
             aucs: vec![],
             accuracies: vec![],
             class_aucs: vec![],
         };
-        for seed in 0..args.seeds as u64 {
-            let subset = label_fraction(&strata, fraction, seed);
-            let probe = LinearProbe::fit(
-                gpu,
-                &rows(train, &subset),
-                train.dim,
-                &task.train_labels.subset(&subset),
-                opts,
-                seed,
-            )?;
-            let s = score(&probe.scores(&test_x)?, &task.test_labels);
+        for seed in 0..seeds as u64 {
+            let s = run(&label_fraction(&strata, fraction, seed), seed)?;
             r.aucs.push(s.mean_auc);
             r.accuracies.push(s.accuracy);
             r.class_aucs.push(s.class_auc);
@@ -291,6 +276,39 @@ fn linear_probes(
     }
     bar.finish_and_clear();
     Ok(out)
+}
+
+fn linear_probes(
+    gpu: &Arc<Gpu>,
+    init: &'static str,
+    task: &ProbeTask,
+    train: &Features,
+    test: &Features,
+    args: &Args,
+) -> Result<Vec<ProbeResult>> {
+    let test_x = rows(test, &(0..task.test.len()).collect::<Vec<_>>());
+    let opts = ProbeOptions {
+        steps: args.probe_steps,
+        ..ProbeOptions::default()
+    };
+    over_fractions(
+        init,
+        "linear",
+        task,
+        &args.fractions,
+        args.seeds,
+        |subset, seed| {
+            let probe = LinearProbe::fit(
+                gpu,
+                &rows(train, subset),
+                train.dim,
+                &task.train_labels.subset(subset),
+                opts,
+                seed,
+            )?;
+            Ok(score(&probe.scores(&test_x)?, &task.test_labels))
+        },
+    )
 }
 
 fn label_rows(labels: &Labels) -> Vec<Vec<f32>> {
@@ -311,41 +329,25 @@ fn fine_tunes(
     test: &PixelSet,
     args: &Args,
 ) -> Result<Vec<ProbeResult>> {
-    let strata = strata_of_multilabel(&label_rows(&task.train_labels));
     let opts = FineTuneOptions {
         steps: args.finetune_steps,
         batch: 16.min(args.batch),
         ..FineTuneOptions::default()
     };
-    let bar = progress(
-        args.fractions.len() * args.finetune_seeds,
-        &format!("{} fine-tuning", init.name()),
-    );
-    let mut out = Vec::new();
-    for &fraction in &args.fractions {
-        let mut r = ProbeResult {
-            init: init.name(),
-            method: "fine-tune",
-            fraction,
-            aucs: vec![],
-            accuracies: vec![],
-            class_aucs: vec![],
-        };
-        for seed in 0..args.finetune_seeds as u64 {
-            let subset = label_fraction(&strata, fraction, seed);
+    let seeds = args.finetune_seeds;
+    over_fractions(
+        init.name(),
+        "fine-tune",
+        task,
+        &args.fractions,
+        seeds,
+        |subset, seed| {
             let items: Vec<ImageItem> = subset.iter().map(|&i| task.train[i].clone()).collect();
             let train =
-                PixelSet::read(&items, task.train_labels.subset(&subset), config.image_size)?;
-            let s = fine_tune(init.load(gpu, config.arch)?, &train, test, opts, seed)?;
-            r.aucs.push(s.mean_auc);
-            r.accuracies.push(s.accuracy);
-            r.class_aucs.push(s.class_auc);
-            bar.inc(1);
-        }
-        out.push(r);
-    }
-    bar.finish_and_clear();
-    Ok(out)
+                PixelSet::read(&items, task.train_labels.subset(subset), config.image_size)?;
+            fine_tune(init.load(gpu, config.arch)?, &train, test, opts, seed)
+        },
+    )
 }
 
 /// Text query embeddings and candidate image embeddings of a ConVIRT model, in the joint space.

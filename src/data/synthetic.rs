@@ -1439,14 +1439,11 @@ mod tests {
         // Drawn radiopaque: an endotracheal tube brightens the trachea above the carina, a
         // pacemaker the patient's left upper chest.
         let base = Scene::new(&[], &Devices::default(), &mut Rng::new(9));
-        let mut clean = base.clone();
-        clean.noise = 0.0;
-        let clean = clean.render(96, &mut Rng::new(2));
+        let clean = noiseless(base.clone());
         let with = |d: Devices| {
             let mut scene = base.clone();
             scene.place(&d);
-            scene.noise = 0.0;
-            scene.render(96, &mut Rng::new(2))
+            noiseless(scene)
         };
         let (cx, top) = (base.cx, base.lungs[0].top);
         let tube = with(Devices {
@@ -1546,6 +1543,12 @@ mod tests {
         assert!(counts.iter().all(|&c| c > 30), "{counts:?}");
     }
 
+    /// `scene` at 96 px without pixel noise, so pictures of the same anatomy compare exactly.
+    fn noiseless(mut scene: Scene) -> Image {
+        scene.noise = 0.0;
+        scene.render(96, &mut Rng::new(2))
+    }
+
     fn mean_in(img: &Image, x: std::ops::Range<f32>, y: std::ops::Range<f32>) -> f32 {
         let n = img.width;
         let (mut sum, mut count) = (0.0, 0);
@@ -1589,12 +1592,9 @@ mod tests {
                 rib: 5,
             };
             scene.add(&f, 1.0, &mut Rng::new(1));
-            scene.noise = 0.0;
-            scene.render(96, &mut Rng::new(2))
+            noiseless(scene)
         };
-        let mut clean = base.clone();
-        clean.noise = 0.0;
-        let clean = clean.render(96, &mut Rng::new(2));
+        let clean = noiseless(base.clone());
         let fx = with(EFFUSION, 0);
         assert!(mean_in(&fx, 0.15..0.4, 0.55..0.75) > mean_in(&clean, 0.15..0.4, 0.55..0.75) + 0.1);
         let ptx = with(PNEUMOTHORAX, 1);
