@@ -141,11 +141,19 @@ fn infonce_backward() {
 
 /// Central differences of the reference at a few sampled elements of each input (the full
 /// check_grad would cost 2 N d reference evaluations of O(N^2 d) each).
-fn sampled_grad_check(gpu: &Arc<Gpu>, what: &str, n: usize, d: usize, tau: f32, lambda: f32) {
+fn sampled_grad_check(
+    gpu: &Arc<Gpu>,
+    path: InfoNcePath,
+    what: &str,
+    n: usize,
+    d: usize,
+    tau: f32,
+    lambda: f32,
+) {
     let (v, u) = pairs(n, d, (n + d) as u64);
     let tv = Tensor::param(gpu, &to_f32(&v), &[n, d]).unwrap();
     let tu = Tensor::param(gpu, &to_f32(&u), &[n, d]).unwrap();
-    let loss = infonce_with(&tv, &tu, tau, lambda, InfoNcePath::Tiled).unwrap();
+    let loss = infonce_with(&tv, &tu, tau, lambda, path).unwrap();
     // A non-unit incoming gradient, so the backward's scaling is checked too.
     loss.scale(-1.5).unwrap().backward().unwrap();
     let mut data = [v, u];
@@ -175,7 +183,62 @@ fn sampled_grad_check(gpu: &Arc<Gpu>, what: &str, n: usize, d: usize, tau: f32, 
 
 #[test]
 fn infonce_backward_tiled_sampled() {
-    sampled_grad_check(&gpu(), "infonce tiled 1100x4", 1100, 4, 0.1, 0.75);
+    sampled_grad_check(
+        &gpu(),
+        InfoNcePath::Tiled,
+        "infonce tiled 1100x4",
+        1100,
+        4,
+        0.1,
+        0.75,
+    );
+}
+
+#[test]
+fn infonce_backward_fused_sampled() {
+    // Many 4 x 4 blocks per invocation and ragged edges: N not a multiple of 4, d a multiple
+    // (rows read as vec4s) and not.
+    for (n, d) in [(70, 36), (45, 10)] {
+        let what = format!("infonce fused {n}x{d}");
+        sampled_grad_check(&gpu(), InfoNcePath::Fused, &what, n, d, 0.1, 0.75);
+    }
+}
+
+#[test]
+fn infonce_fused_and_tiled_agree_where_loops_are_long() {
+    // Large enough that the fused path needs its bigger workgroups to stay within llvmpipe's
+    // shared loop-iteration limit (past it, loops end early and silently); the tiled path is
+    // checked against the reference on its own above.
+    let (n, d) = (300, 200);
+    let (v, u) = pairs(n, d, 3);
+    let run = |path| {
+        let tv = Tensor::param(&gpu(), &to_f32(&v), &[n, d]).unwrap();
+        let tu = Tensor::param(&gpu(), &to_f32(&u), &[n, d]).unwrap();
+        let loss = infonce_with(&tv, &tu, 0.1, 0.75, path).unwrap();
+        loss.backward().unwrap();
+        let grads = [&tv, &tu].map(|t| {
+            let g = t.grad().unwrap().to_vec().unwrap();
+            g.iter().map(|&x| x as f64).collect::<Vec<f64>>()
+        });
+        (loss.item().unwrap() as f64, grads)
+    };
+    let (fused_loss, fused) = run(InfoNcePath::Fused);
+    let (tiled_loss, tiled) = run(InfoNcePath::Tiled);
+    assert_close(
+        "loss, fused vs tiled",
+        &[fused_loss as f32],
+        &[tiled_loss],
+        1e-5,
+    );
+    for k in 0..2 {
+        let got: Vec<f32> = fused[k].iter().map(|&x| x as f32).collect();
+        assert_close(
+            &format!("d/d input {k}, fused vs tiled"),
+            &got,
+            &tiled[k],
+            1e-4,
+        );
+    }
 }
 
 #[test]
@@ -190,7 +253,15 @@ fn infonce_backward_tiled_in_chunks() {
         ..GpuOptions::from_env()
     })
     .unwrap();
-    sampled_grad_check(&gpu, "infonce tiled in chunks 300x8", n, 8, 0.1, 0.75);
+    sampled_grad_check(
+        &gpu,
+        InfoNcePath::Tiled,
+        "infonce tiled in chunks 300x8",
+        n,
+        8,
+        0.1,
+        0.75,
+    );
 }
 
 #[test]

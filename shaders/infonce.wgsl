@@ -10,11 +10,10 @@
 //   dv' = dC u',  du' = dC^T v',  dv = (dv' - v' (v'.dv')) / |v|,  du likewise.
 // (dC is dL/d(v'_i.u'_j): the 1/tau of S is folded into it.)
 //
-// Two paths over the same functions:
-// - `fused`, for N <= 1024: ONE workgroup does everything in one dispatch. S is kept in the
-//   scratch buffer (4 MiB at N = 1024, cache-resident) rather than in workgroup memory, which
-//   only ever holds the 64 x 64 tile being computed: storageBarrier orders the phases, as they
-//   all run in the one workgroup.
+// Two paths:
+// - `fused`, for N <= 1024: one dispatch (see its section below). S is kept in the scratch
+//   buffer (4 MiB at N = 1024, cache-resident); storageBarrier orders the phases, as each
+//   workgroup computes everything it reads.
 // - tiled, for any N: `normalize_embeddings`; `lse_tiles` (S tile by tile, partial row and column
 //   log-sum-exps); `lse_combine` (the log-sum-exps and the loss term of each i); `loss_sum`;
 //   then per chunk of rows `dscores` (S recomputed, dC stored), `grad_v`, `grad_u`; `project`.
@@ -28,11 +27,11 @@
 // pass, one exp per element), which costs no extra pass and is stable for any tau.
 //
 // Buffers: the gradient outputs gv, gu; `scalar` (the loss in the forward, its incoming
-// gradient in `scale_grads`, so both layouts agree); the inputs v, u; `scratch`, whose layout
-// the host computes (offsets in Params): v' then u' ([2N, d] from 0), inverse norms [2N],
-// log-sum-exps (lr [N] then lc [N]), loss terms [N], S_ii [N], partial row and column statistics
-// [nt, N] (max, sum) pairs each, and the matrix region (S in `fused`, a chunk of dC rows in
-// the tiled path).
+// gradient in `scale_grads`, so both layouts agree); the inputs v, u (and v4, u4, the same as
+// vec4s); `scratch`, whose layout the host computes (offsets in Params). Tiled: v' then u'
+// ([2N, d] from 0), inverse norms [2N], log-sum-exps (lr [N] then lc [N]), loss terms [N],
+// S_ii [N], partial row and column statistics [nt, N] (max, sum) pairs each, a chunk of dC
+// rows. Fused, per workgroup: see Layout.
 
 struct Params {
     n: u32, d: u32,
@@ -45,7 +44,11 @@ struct Params {
     inv_tau: f32, lambda: f32,
     // 1 / (N tau): the common factor of dC.
     grad_scale: f32,
-    _pad1: f32,
+    // The fused path: offset in scratch of c_i and r_j ([2N]), and the elements of scratch
+    // that each workgroup owns.
+    dots: u32,
+    region: u32,
+    _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -55,9 +58,14 @@ struct Params {
 @group(0) @binding(4) var<storage, read> v: array<f32>;
 @group(0) @binding(5) var<storage, read> u: array<f32>;
 @group(0) @binding(6) var<storage, read_write> scratch: array<f32>;
+// The same buffers as v and u, read 16 bytes at a time when VEC4 (the fused path).
+@group(0) @binding(7) var<storage, read> v4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> u4: array<vec4<f32>>;
 
 // Compute the gradients in the forward (set when autograd will ask for them).
 override GRAD: bool = true;
+// d % 4 == 0: rows of v and u are read through v4 and u4.
+override VEC4: bool = false;
 // grad_u adds to gu instead of storing: every chunk of rows after the first.
 override ACCUMULATE: bool = false;
 // Step along K of a tile product: 32 where the adapter's workgroup memory holds two 32 x 64
@@ -65,11 +73,9 @@ override ACCUMULATE: bool = false;
 override TK: u32 = 16u;
 // (TK >= SIDE: lse_tiles reuses the K-slices as a SIDE x SIDE scratch.)
 
-// Invocations along each side of the square workgroup, each owning a 4 x 4 block of a
-// TILE x TILE tile: 16 (a 64 x 64 tile) everywhere but the one-workgroup path at N <= 32, where
-// 8 (32 x 32) leaves no invocation idle and synchronises 64 invocations instead of 256 (llvmpipe
-// runs a workgroup's invocations as fibres on one core, so its barriers cost per invocation).
-// At least 8: the row-wise phases give LANES = 32 invocations to a row.
+// Invocations along each side of the square workgroup. The tiled path keeps 16, each
+// invocation owning a 4 x 4 block of a TILE x TILE = 64 x 64 tile (at least 8: its row-wise
+// phases give LANES = 32 invocations to a row); the fused path takes 4 on CPU adapters.
 override SIDE: u32 = 16u;
 override WG: u32 = SIDE * SIDE;
 override TILE: u32 = 4u * SIDE;
@@ -245,11 +251,11 @@ fn normalize_rows(lid: u32, first: u32, step: u32) {
     }
 }
 
-// dC_ij from S_ij and the log-sum-exps.
-fn dscore(i: u32, j: u32, s: f32) -> f32 {
+// dC_ij from S_ij and the log-sum-exps (lr at scratch[lse], lc after it).
+fn dscore(lse: u32, i: u32, j: u32, s: f32) -> f32 {
     let diag = select(0.0, 1.0, i == j);
-    let row = exp(s - scratch[p.lse + i]) - diag;
-    let col = exp(s - scratch[p.lse + p.n + j]) - diag;
+    let row = exp(s - scratch[lse + i]) - diag;
+    let col = exp(s - scratch[lse + p.n + j]) - diag;
     return (p.lambda * row + (1.0 - p.lambda) * col) * p.grad_scale;
 }
 
@@ -351,82 +357,251 @@ fn tiles(len: u32) -> u32 {
     return (len + TILE - 1u) / TILE;
 }
 
-// ---- The single-workgroup path: everything in one dispatch of one workgroup. ----
+// Where the fused path keeps its vectors and matrices: p's offsets moved to the workgroup's
+// region of scratch. Inverse norms [2N] (v then u), log-sum-exps [2N] (lr then lc), loss
+// terms of rows then columns [2N], c_i then r_j [2N], P [N, N], then W [N, N] with gradients.
+struct Layout {
+    nrm: u32, lse: u32, term: u32, dots: u32, mat: u32,
+}
 
-@compute @workgroup_size(WG)
-fn fused(@builtin(local_invocation_index) lid: u32) {
+var<private> at: Layout;
+
+// ---- The fused path: everything in one dispatch. ----
+//
+// No phase stages operands through workgroup memory or reduces across invocations: each
+// invocation owns whole dot products (all of K) of a 4 x 4 block, and the only barriers are
+// the four between phases. This is the path for CPU adapters such as llvmpipe, which run a
+// workgroup's invocations as fibres of 8 SIMD lanes on one core, gather every load lane by
+// lane, and pay per fibre at each barrier (the tiled path's staged tiles and lane sums cost
+// 2.4 ms at N = 32). Measured there, and kept for that reason:
+// - every loop runs the same trip count in all invocations (indices clamped, stores masked),
+//   and blocks are 4 x 4: variants with per-invocation trip counts, or with 8 x 8 blocks
+//   (fewer loads per product), ran up to 50x slower and erratically, for reasons not found;
+// - the hot loops read rows through offsets computed outside them: no integer division or
+//   choice of buffer per load;
+// - llvmpipe ends all loops of an invocation, silently, once they have run 65535 iterations
+//   together: the host picks the workgroup size that keeps each invocation under that, or
+//   the tiled path (fused_loop_iterations in infonce.rs counts them, phase by phase).
+//
+// v' and u' are never stored: the products use v and u with the inverse norms folded in,
+//   P = v' u'^T = diag(1/|v|) v u^T diag(1/|u|),   S = P / tau,
+//   dv = sum_j W_ij u_j - c_i v_i / |v_i|^2,   W_ij = dC_ij / (|v_i| |u_j|),   c_i = sum_j dC_ij P_ij
+// (c_i is v'_i . dv'_i, the projection that the normalisation removes), and du likewise with
+// the columns of W and r_j = sum_i dC_ij P_ij.
+//
+// With gradients the dispatch has two workgroups, one per core of a 2-core CPU adapter: both
+// compute the norms, P, the log-sum-exps and W in their own region of scratch (neither waits
+// for the other), then workgroup 0 computes dv and workgroup 1 du, two thirds of the products.
+
+// Elements k .. k + 3 of the row of v (or u) that starts at element o (zeros past d). Row
+// offsets are computed outside the loops: an integer division per load costs more than the
+// products on a CPU adapter. No loop either: see fused_loop_iterations in infonce.rs.
+fn v_at4(o: u32, k: u32) -> vec4<f32> {
+    if (VEC4) {
+        return v4[(o + k) / 4u];
+    }
+    let e = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u);
+    let c = o + min(e, vec4<u32>(p.d - 1u));
+    return select(vec4<f32>(), vec4<f32>(v[c.x], v[c.y], v[c.z], v[c.w]), e < vec4<u32>(p.d));
+}
+
+fn u_at4(o: u32, k: u32) -> vec4<f32> {
+    if (VEC4) {
+        return u4[(o + k) / 4u];
+    }
+    let e = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u);
+    let c = o + min(e, vec4<u32>(p.d - 1u));
+    return select(vec4<f32>(), vec4<f32>(u[c.x], u[c.y], u[c.z], u[c.w]), e < vec4<u32>(p.d));
+}
+
+// Row r of [v; u] at k .. k + 3 (a branch between the buffers: outside the hot loops only).
+fn embedding4(r: u32, k: u32) -> vec4<f32> {
+    if (r < p.n) {
+        return v_at4(r * p.d, k);
+    }
+    return u_at4((r - p.n) * p.d, k);
+}
+
+// Element offsets of rows r .. r + 3 of v or u, the rows past N clamped to the last.
+fn row_offsets(r: u32) -> vec4<u32> {
+    return min(vec4<u32>(r) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u)) * p.d;
+}
+
+// Inverse norms of the 2N rows of [v; u], a row per invocation.
+fn inverse_norms(lid: u32) {
+    for (var r0 = 0u; r0 < 2u * p.n; r0 += WG) {
+        let r = min(r0 + lid, 2u * p.n - 1u);
+        var ss = vec4<f32>();
+        for (var k = 0u; k < p.d; k += 4u) {
+            let x = embedding4(r, k);
+            ss += x * x;
+        }
+        if (r0 + lid < 2u * p.n) {
+            // F.normalize's clamp: a zero row stays zero instead of becoming NaN.
+            scratch[at.nrm + r] = 1.0 / max(sqrt(ss.x + ss.y + ss.z + ss.w), 1e-12);
+        }
+    }
+}
+
+// P = v' u'^T into the matrix region, a 4 x 4 block per invocation at a time.
+fn cosines(lid: u32) {
     let n = p.n;
-    normalize_rows(lid, 0u, 1u);
-    storageBarrier();
-    // S = v' u'^T / tau, tile by tile.
-    let t = tiles(n);
-    for (var tile = 0u; tile < t * t; tile++) {
-        let m0 = (tile / t) * TILE;
-        let n0 = (tile % t) * TILE;
-        let acc = tile_product(rows_v(0u, n), rows_u(), p.d, m0, n0, lid);
-        for (var c = 0u; c < 4u; c++) {
-            let j = block_col(n0, lid, c);
-            for (var i = 0u; i < 4u; i++) {
-                let r = block_row(m0, lid, i);
-                if (r < n && j < n) {
-                    scratch[p.mat + r * n + j] = acc[c][i] * p.inv_tau;
+    let nb = (n + 3u) / 4u;
+    for (var t0 = 0u; t0 < nb * nb; t0 += WG) {
+        let t = min(t0 + lid, nb * nb - 1u);
+        let i0 = (t / nb) * 4u;
+        let j0 = (t % nb) * 4u;
+        // Rows past N repeat the last one; their results are not stored.
+        let i = min(vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(n - 1u));
+        let ov = row_offsets(i0);
+        let ou = row_offsets(j0);
+        var acc = mat4x4<f32>();
+        for (var k = 0u; k < p.d; k += 4u) {
+            let x = mat4x4<f32>(v_at4(ov.x, k), v_at4(ov.y, k), v_at4(ov.z, k), v_at4(ov.w, k));
+            // y * x: component a is the dot product of column a of x (row i.a of v) with y.
+            acc[0] += u_at4(ou.x, k) * x;
+            acc[1] += u_at4(ou.y, k) * x;
+            acc[2] += u_at4(ou.z, k) * x;
+            acc[3] += u_at4(ou.w, k) * x;
+        }
+        if (t0 + lid < nb * nb) {
+            let nv = vec4<f32>(scratch[at.nrm + i.x], scratch[at.nrm + i.y], scratch[at.nrm + i.z], scratch[at.nrm + i.w]);
+            for (var c = 0u; c < 4u; c++) {
+                let col = j0 + c;
+                let scaled = acc[c] * nv * scratch[at.nrm + n + min(col, n - 1u)];
+                for (var a = 0u; a < 4u; a++) {
+                    if (i0 + a < n && col < n) {
+                        scratch[at.mat + (i0 + a) * n + col] = scaled[a];
+                    }
                 }
             }
         }
     }
-    storageBarrier();
-    // Log-sum-exps of the rows of S (LANES invocations to a row) and of its columns (an
-    // invocation per column: neighbours read neighbouring columns).
-    for (var b = 0u; b < row_batches(n); b++) {
-        let i = batch_row(b, lid);
-        var row = EMPTY;
-        if (i < n) {
-            for (var j = lid % LANES; j < n; j += LANES) {
-                row = lse_push(row, scratch[p.mat + i * n + j]);
-            }
+}
+
+// For e < N row e of S, else column e - N: its log-sum-exp, and its term of the loss.
+fn row_and_column_lse(lid: u32) {
+    let n = p.n;
+    for (var e0 = 0u; e0 < 2u * n; e0 += WG) {
+        let e = min(e0 + lid, 2u * n - 1u);
+        let is_row = e < n;
+        let line = e % n;
+        // Element m of the line at base + m * step.
+        let base = at.mat + select(line, line * n, is_row);
+        let step = select(n, 1u, is_row);
+        var ms = EMPTY;
+        for (var m = 0u; m < n; m++) {
+            ms = lse_push(ms, scratch[base + m * step] * p.inv_tau);
         }
-        row = lane_lse(lid, row);
-        if (i < n && lid % LANES == 0u) {
-            scratch[p.lse + i] = lse_value(row);
+        if (e0 + lid < 2u * n) {
+            let lse = lse_value(ms);
+            let weight = select(1.0 - p.lambda, p.lambda, is_row);
+            scratch[at.lse + e] = lse;
+            scratch[at.term + e] = weight * (lse - scratch[at.mat + line * n + line] * p.inv_tau);
         }
     }
-    for (var j = lid; j < n; j += WG) {
-        var col = EMPTY;
-        for (var i = 0u; i < n; i++) {
-            col = lse_push(col, scratch[p.mat + i * n + j]);
+}
+
+// The loss, and for e < N row e of W and c_e, else r_(e - N) (dC recomputed by columns).
+fn weights_and_projections(lid: u32, first: bool) {
+    let n = p.n;
+    if (lid == 0u && first) {
+        var total = 0.0;
+        for (var e = 0u; e < 2u * n; e++) {
+            total += scratch[at.term + e];
         }
-        scratch[p.lse + n + j] = lse_value(col);
-    }
-    storageBarrier();
-    var total = 0.0;
-    for (var i = lid; i < n; i += WG) {
-        let sii = scratch[p.mat + i * n + i];
-        total += p.lambda * (scratch[p.lse + i] - sii) + (1.0 - p.lambda) * (scratch[p.lse + n + i] - sii);
-    }
-    total = workgroup_sum(lid, total);
-    if (lid == 0u) {
         scalar[0] = total / f32(n);
     }
+    if (!GRAD) {
+        return;
+    }
+    let w = at.mat + n * n;
+    for (var e0 = 0u; e0 < 2u * n; e0 += WG) {
+        let e = min(e0 + lid, 2u * n - 1u);
+        let live = e0 + lid < 2u * n;
+        let is_row = e < n;
+        let line = e % n;
+        let inv_norm = scratch[at.nrm + e];
+        var dot = 0.0;
+        for (var m = 0u; m < n; m++) {
+            let i = select(m, line, is_row);
+            let j = select(line, m, is_row);
+            let cosine = scratch[at.mat + i * n + j];
+            let dc = dscore(at.lse, i, j, cosine * p.inv_tau);
+            dot += dc * cosine;
+            if (live && is_row) {
+                scratch[w + i * n + j] = dc * inv_norm * scratch[at.nrm + n + j];
+            }
+        }
+        if (live) {
+            scratch[at.dots + e] = dot;
+        }
+    }
+}
+
+// dv (side 0) and du (side 1): rows of 4 at a time, a vec4 of columns per invocation.
+fn gradients(lid: u32, side: u32) {
+    let n = p.n;
+    let nb = (n + 3u) / 4u;
+    let nc = (p.d + 3u) / 4u;
+    let w = at.mat + n * n;
+    for (var t0 = 0u; t0 < nb * nc; t0 += WG) {
+        let t = min(t0 + lid, nb * nc - 1u);
+        let i0 = (t / nc) * 4u;
+        let k = (t % nc) * 4u;
+        let i = min(vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(n - 1u));
+        // W element (output row a, summed index m) at w + i.a * rs + m * cs; the summed rows
+        // are u's for dv and v's for du.
+        let rs = select(1u, n, side == 0u);
+        let cs = select(n, 1u, side == 0u);
+        var acc = mat4x4<f32>();
+        for (var m = 0u; m < n; m++) {
+            // Both loads run on a CPU adapter whichever the side: a select costs no more.
+            let y = select(v_at4(m * p.d, k), u_at4(m * p.d, k), side == 0u);
+            let wm = w + m * cs;
+            acc[0] += y * scratch[wm + i.x * rs];
+            acc[1] += y * scratch[wm + i.y * rs];
+            acc[2] += y * scratch[wm + i.z * rs];
+            acc[3] += y * scratch[wm + i.w * rs];
+        }
+        if (t0 + lid < nb * nc) {
+            let own = side * n;
+            for (var a = 0u; a < 4u; a++) {
+                let r = own + i[a];
+                let inv_norm = scratch[at.nrm + r];
+                let g = acc[a] - embedding4(r, k) * (scratch[at.dots + r] * inv_norm * inv_norm);
+                for (var c = 0u; c < 4u; c++) {
+                    if (i0 + a < n && k + c < p.d) {
+                        let o = (i0 + a) * p.d + k + c;
+                        if (side == 0u) {
+                            gv[o] = g[c];
+                        } else {
+                            gu[o] = g[c];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let base = wid.x * p.region;
+    at = Layout(base + p.nrm, base + p.lse, base + p.term, base + p.dots, base + p.mat);
+    inverse_norms(lid);
+    storageBarrier();
+    cosines(lid);
+    storageBarrier();
+    row_and_column_lse(lid);
+    storageBarrier();
+    weights_and_projections(lid, wid.x == 0u);
     if (GRAD) {
         storageBarrier();
-        // S becomes dC in place.
-        for (var e = lid; e < n * n; e += WG) {
-            scratch[p.mat + e] = dscore(e / n, e % n, scratch[p.mat + e]);
+        for (var side = wid.x; side < 2u; side += nwg.x) {
+            gradients(lid, side);
         }
-        storageBarrier();
-        let td = tiles(p.d);
-        for (var tile = 0u; tile < t * td; tile++) {
-            let m0 = (tile / td) * TILE;
-            let n0 = (tile % td) * TILE;
-            // dv' = dC u': rows of dC against columns of u'.
-            let acc_v = tile_product(Operand(p.mat, n, 1u, n), cols_u(), n, m0, n0, lid);
-            store_grad_v(acc_v, m0, n0, lid);
-            // du' = dC^T v': columns of dC against columns of v'.
-            let acc_u = tile_product(Operand(p.mat, 1u, n, n), cols_v(0u), n, m0, n0, lid);
-            store_grad_u(acc_u, m0, n0, lid);
-        }
-        storageBarrier();
-        project_rows(lid, 0u, 1u);
     }
 }
 
@@ -547,7 +722,7 @@ fn dscores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         for (var i = 0u; i < 4u; i++) {
             let m = block_row(m0, lid, i);
             if (m < p.rows && j < n) {
-                scratch[p.mat + m * n + j] = dscore(p.r0 + m, j, acc[c][i] * p.inv_tau);
+                scratch[p.mat + m * n + j] = dscore(p.lse, p.r0 + m, j, acc[c][i] * p.inv_tau);
             }
         }
     }

@@ -20,24 +20,26 @@ const WG: u32 = 256;
 const LANES: u32 = 32;
 /// Rows and columns of a tile of S (the shader's `TILE`).
 const TILE: usize = 64;
-/// Largest batch that [`infonce`] computes in one dispatch of one workgroup. Above it the
+/// Largest batch that [`infonce`] computes in one dispatch (two workgroups). Above it the
 /// tiled path spreads the O(N^2 d) work over many workgroups.
 ///
-/// One workgroup runs on one compute unit, so this trades launches for parallelism. Measured
-/// forward + backward at d = 512 (kernel time): on llvmpipe the fused path beats the tiled one
-/// at N = 32 (2.4 vs 8.9 ms) but not at N = 256 (61-72 vs 45-49 ms); on an H100 the tiled path is already ahead at
-/// N = 32 (0.18 vs 0.25 ms, equal in wall time) and 16x ahead at N = 256 (0.27 vs 4.2 ms).
-/// 1024 is the limit the engine was asked for; GPU runs with large batches want it lower.
+/// The fused path runs on two compute units at most, so this trades launches for parallelism.
+/// Measured forward + backward at d = 512 (kernel time): on llvmpipe the fused path beats the
+/// tiled one at N = 32 (0.85-0.91 vs 8.6-8.8 ms) and at N = 256 (42-43 vs 46 ms). On an H100 the tiled
+/// path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall time) and 16x ahead at N = 256
+/// (0.27 vs 4.2 ms), measured with the fused path's earlier one-workgroup form. 1024 is the
+/// limit the engine was asked for; GPU runs with large batches want it lower.
 pub const FUSED_MAX_N: usize = 1024;
 
 /// Which kernels compute the loss: [`infonce`] takes `Auto`; the others force a path (tests
 /// compare them, profiles time them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InfoNcePath {
-    /// `Fused` for N <= [`FUSED_MAX_N`], else `Tiled`.
+    /// `Fused` for N <= [`FUSED_MAX_N`] where the adapter can run it (llvmpipe limits the
+    /// loop iterations of an invocation), else `Tiled`.
     Auto,
-    /// One dispatch of one workgroup (any N, but slow for large N: S is N^2 floats of scratch
-    /// and the products run on one compute unit).
+    /// One dispatch of two workgroups (one without gradients): any N, but slow for large N
+    /// (S is 2 N^2 floats of scratch per workgroup and the products run on two compute units).
     Fused,
     /// A few dispatches over many workgroups; S is recomputed, never stored whole.
     Tiled,
@@ -61,7 +63,9 @@ struct Params {
     inv_tau: f32,
     lambda: f32,
     grad_scale: f32,
-    _pad1: f32,
+    dots: u32,
+    region: u32,
+    _pad: [u32; 3],
 }
 
 /// The cross-modal softmax-InfoNCE loss of ConVIRT, a scalar (shape `[]`).
@@ -135,33 +139,55 @@ pub fn infonce_with(
             why: format!("lambda weighs the two directions and must be in [0, 1], got {lambda}"),
         });
     }
+    let want_grad = grad_enabled() && (v.requires_grad_flag() || u.requires_grad_flag());
+    let gpu = v.gpu();
+    let side = fused_side(gpu, n, d);
     let fused = match path {
-        InfoNcePath::Auto => n <= FUSED_MAX_N,
+        InfoNcePath::Auto => n <= FUSED_MAX_N && side.is_some(),
+        InfoNcePath::Fused if side.is_none() => {
+            return Err(Error::Invalid {
+                op,
+                why: format!(
+                    "the fused path at N = {n}, d = {d} would run more loop iterations per \
+                     invocation than the CPU adapter {:?} allows ({LLVMPIPE_LOOP_LIMIT}); \
+                     use the tiled path",
+                    gpu.adapter_info().name
+                ),
+            })
+        }
         InfoNcePath::Fused => true,
         InfoNcePath::Tiled => false,
     };
-    let want_grad = grad_enabled() && (v.requires_grad_flag() || u.requires_grad_flag());
-    let gpu = v.gpu();
     let nt = n.div_ceil(TILE);
 
-    // Scratch layout (elements): v', u' | inverse norms | lr, lc | loss terms | S_ii | partial
-    // row and column statistics (tiled) | matrix (S, or a chunk of dC rows).
-    let stats = if fused { 0 } else { 2 * nt * n };
-    let nrm = 2 * n * d;
-    let lse = nrm + 2 * n;
-    let term = lse + 2 * n;
-    let diag = term + n;
-    let prow = diag + n;
-    let pcol = prow + stats;
-    let mat = pcol + stats;
-    let rows = if fused {
-        n
-    } else if want_grad {
-        chunk_rows(gpu, n, mat)
+    // Scratch layout (elements). Tiled: v', u' | inverse norms | lr, lc | loss terms | S_ii |
+    // partial row and column statistics | a chunk of dC rows. Fused, per workgroup (two with
+    // gradients, one without; see the shader's Layout): inverse norms | lr, lc | loss terms
+    // of rows and columns | c_i, r_j | P | W (with gradients).
+    let fused_workgroups = if want_grad { 2 } else { 1 };
+    let (nrm, lse, term, diag, prow, pcol, dots, mat, rows) = if fused {
+        // Rows of N: P, and W with gradients.
+        let matrix_rows = if want_grad { 2 * n } else { n };
+        (0, 2 * n, 4 * n, 0, 0, 0, 6 * n, 8 * n, matrix_rows)
     } else {
-        0
+        let stats = 2 * nt * n;
+        let nrm = 2 * n * d;
+        let (lse, term) = (nrm + 2 * n, nrm + 4 * n);
+        let (diag, prow) = (term + n, term + 2 * n);
+        let (pcol, mat) = (prow + stats, prow + 2 * stats);
+        let rows = if want_grad {
+            chunk_rows(gpu, n, mat)
+        } else {
+            0
+        };
+        (nrm, lse, term, diag, prow, pcol, 0, mat, rows)
     };
-    let total = mat + rows * n;
+    let region = mat + rows * n;
+    let total = if fused {
+        fused_workgroups * region
+    } else {
+        region
+    };
     u32_len(op, total)?;
     let scratch = Tensor::uninit(gpu, &[total], DType::F32, op)?;
     let loss = Tensor::uninit(gpu, &[], DType::F32, op)?;
@@ -186,7 +212,9 @@ pub fn infonce_with(
         inv_tau: 1.0 / tau,
         lambda,
         grad_scale: 1.0 / (n as f32 * tau),
-        _pad1: 0.0,
+        dots: dots as u32,
+        region: region as u32,
+        _pad: [0; 3],
     };
     let buffers = [
         (gv.buffer(), Access::ReadWrite),
@@ -195,6 +223,8 @@ pub fn infonce_with(
         (v.buffer(), Access::Read),
         (u.buffer(), Access::Read),
         (scratch.buffer(), Access::ReadWrite),
+        (v.buffer(), Access::Read),
+        (u.buffer(), Access::Read),
     ];
     let tk = k_step(gpu);
     let launch = |entry: &'static str,
@@ -230,9 +260,10 @@ pub fn infonce_with(
             &params,
             &[
                 ("GRAD", want_grad as u8 as f64),
-                ("SIDE", fused_side(n) as f64),
+                ("SIDE", side.unwrap_or(16) as f64),
+                ("VEC4", (d % 4 == 0) as u8 as f64),
             ],
-            [1, 1, 1],
+            [fused_workgroups as u32, 1, 1],
             2 * products * nn * d + 10 * nn,
             4 * (4 * nd + 2 * nn),
         )?;
@@ -354,15 +385,38 @@ pub fn infonce_with(
     }))
 }
 
-/// The shader's `SIDE` for the one-workgroup path: 8 (a 32 x 32 tile, 64 invocations) when
-/// one such tile covers S, else 16. Measured forward + backward at N = 32, d = 512 on llvmpipe:
-/// see BENCHMARKS.md (InfoNCE).
-fn fused_side(n: usize) -> u32 {
-    if n <= 32 {
-        8
-    } else {
-        16
+/// llvmpipe ends every loop of a shader invocation once all its loops together have run this
+/// many iterations (`LP_MAX_TGSI_LOOP_ITERATIONS`, shared between every loop), silently.
+const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+
+/// The shader's `SIDE` for the fused path (its workgroups have `SIDE^2` invocations), or None
+/// where the fused path cannot run. On a CPU adapter, whose loops run every invocation's trip
+/// count, the smallest workgroup that stays within llvmpipe's loop limit: 16 invocations
+/// leave the fewest idle (measured on llvmpipe, the fused dispatch at N = 32, d = 512: 0.75 ms
+/// against 1.2 ms with 64 invocations). 16 elsewhere.
+fn fused_side(gpu: &Gpu, n: usize, d: usize) -> Option<u32> {
+    if !gpu.is_cpu() {
+        return Some(16);
     }
+    [4, 8, 16]
+        .into_iter()
+        .find(|&side| fused_loop_iterations(n, d, side * side) < LLVMPIPE_LOOP_LIMIT * 9 / 10)
+        .map(|side| side as u32)
+}
+
+/// Loop iterations of one invocation of the fused kernel with `wg` invocations per workgroup
+/// (every loop, inner ones included, phase by phase as in the shader; the workgroup that
+/// computes the loss adds the serial sum).
+fn fused_loop_iterations(n: usize, d: usize, wg: usize) -> usize {
+    let rounds = |items: usize| items.div_ceil(wg);
+    let (blocks, d4) = (n.div_ceil(4), d.div_ceil(4));
+    // A block's stores: 4 columns x 4 rows (and the outer loop's own iterations).
+    let store = 20;
+    rounds(2 * n) * d4
+        + rounds(blocks * blocks) * (d4 + store)
+        + 2 * rounds(2 * n) * n
+        + 2 * n
+        + rounds(blocks * d4) * (n + store)
 }
 
 /// Rows of dC per chunk of the tiled path: as many as the scratch budget allows (whole tiles),
