@@ -102,6 +102,26 @@ fn embedding_backward_is_deterministic_with_many_repeats() {
 }
 
 #[test]
+fn embedding_backward_of_an_id_repeated_past_the_loop_budget() {
+    // One id at 7000 positions with rows of 640 (10 column rounds per invocation): 70000 loop
+    // iterations, past llvmpipe's limit of 65535, so the rows' sums are split over dispatches
+    // that accumulate. (As token type 0 is at batch 32 x 512 tokens.)
+    let (vocab, dim, n) = (3, 640, 7003);
+    let mut rng = Rng::new(5);
+    let ids: Vec<u32> = (0..n).map(|k| if k % 2333 == 7 { 2 } else { 1 }).collect();
+    let w = rng.vec(vocab * dim, -1.0, 1.0);
+    let g = rng.vec(n * dim, -1.0, 1.0);
+    let mut want = vec![0.0; vocab * dim];
+    for (k, &id) in ids.iter().enumerate() {
+        for d in 0..dim {
+            want[id as usize * dim + d] += g[k * dim + d];
+        }
+    }
+    let got = table_grad(&w, vocab, dim, &ids, &g);
+    assert_close("embedding dweight, one id 7000 times", &got, &want, 1e-5);
+}
+
+#[test]
 fn embedding_rejects_bad_ids_and_shapes() {
     let g = gpu();
     let w = Tensor::zeros(&g, &[10, 4]).unwrap();

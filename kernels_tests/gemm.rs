@@ -124,6 +124,36 @@ fn gemm_alpha_beta_bias_epilogues() {
 }
 
 #[test]
+fn gemm_long_k_splits_within_the_loop_budget() {
+    // K / 4 steps per invocation would pass llvmpipe's limit of 65535 loop iterations (its
+    // loops then end early and silently: C misses most of the sum), so the host splits K into
+    // dispatches that accumulate; alpha, beta, the bias and the activation still apply once.
+    // K = 300_002 is not a multiple of 4 (the last slice's tail); the vec4 path is taken by
+    // 280_000 with A transposed. (As the stem convolution's weight gradient at batch 32 would be.)
+    let mut rng = Rng::new(21);
+    for (m, n, k, ta) in [(3, 5, 300_002, false), (4, 6, 280_000, true)] {
+        let d = dims(1, m, n, k, ta, true);
+        let (a, b) = (rng.vec(m * k, -1.0, 1.0), rng.vec(n * k, -1.0, 1.0));
+        let (c0, bias) = (rng.vec(m * n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+        let o = GemmOptions {
+            trans_a: ta,
+            trans_b: true,
+            alpha: Some(0.01),
+            accumulate: Some((0.5, upload(&c0, &[m, n]))),
+            bias: Some(upload(&bias, &[n])),
+            activation: Activation::Relu,
+        };
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let c = upload(&a, &a_shape)
+            .gemm(&upload(&b, &[n, k]), &o)
+            .expect("gemm");
+        let want = reference::gemm(d, &a, &b, 0.01, Some((0.5, &c0)), Some(&bias), 1);
+        // Sums of 3e5 products: f32 rounding grows with K (about sqrt(K) * 6e-8 = 3e-5).
+        assert_close(&format!("gemm K = {k}"), &c.to_vec().unwrap(), &want, 1e-4);
+    }
+}
+
+#[test]
 fn gemm_backward_every_layout() {
     let (m, n, k) = (5, 7, 6);
     for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {

@@ -23,7 +23,9 @@ struct Params {
     a_sm: u32, a_sk: u32, b_sk: u32, b_sn: u32,
     // Batch strides of A, B and C (C is dense, row stride n).
     a_sb: u32, b_sb: u32, c_sb: u32,
-    _pad0: u32,
+    // Where this dispatch's slice of K starts (the host splits a long K into dispatches that
+    // accumulate, to stay within a software adapter's loop budget; k is the slice's length).
+    k0: u32,
     alpha: f32, beta: f32, has_bias: u32, _pad: u32,
 }
 
@@ -180,8 +182,8 @@ fn store(base: u32, m: u32, n: u32, acc: mat4x4<f32>) {
 
 @compute @workgroup_size(WG)
 fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let a_base = wid.z * p.a_sb;
-    let b_base = wid.z * p.b_sb;
+    let a_base = wid.z * p.a_sb + p.k0 * p.a_sk;
+    let b_base = wid.z * p.b_sb + p.k0 * p.b_sk;
     let c_base = wid.z * p.c_sb;
     let m0 = wid.y * TILE_M;
     let n0 = (wid.x * WG * BLOCK_C + lid.x) * 4u;

@@ -25,6 +25,11 @@ const MAX_BATCH_DISPATCHES: u32 = 512;
 /// Bytes reserved for one dispatch's uniform parameters in the batch's parameter arena.
 const PARAM_SLOT: u64 = 256;
 
+/// llvmpipe (lavapipe) ends every loop of a shader invocation, silently, once all its loops
+/// together have run this many iterations (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`, shared
+/// between every loop): past it, results are wrong without any error. See [`Gpu::loop_budget`].
+pub const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+
 /// How to open a device.
 #[derive(Debug, Clone, Default)]
 pub struct GpuOptions {
@@ -222,6 +227,17 @@ impl Gpu {
     /// True for software adapters (lavapipe, WARP, SwiftShader), whose best kernels differ.
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Loop iterations that one invocation of a kernel may run, all its loops together:
+    /// 90% of [`LLVMPIPE_LOOP_LIMIT`] on CPU adapters (kernels whose loops grow with the
+    /// problem split their work to stay under it), unlimited elsewhere.
+    pub fn loop_budget(&self) -> usize {
+        if self.is_cpu() {
+            LLVMPIPE_LOOP_LIMIT / 10 * 9
+        } else {
+            usize::MAX
+        }
     }
 
     /// The largest buffer one storage binding can see, in bytes.

@@ -20,7 +20,8 @@ const WG: u32 = 64;
 struct Params {
     rows: u32,
     cols: u32,
-    _pad: [u32; 2],
+    first: u32,
+    cap: u32,
 }
 
 /// Rows of `weight` (`[V, D]`) picked by token `ids`, as `[shape.., D]`: PyTorch's
@@ -81,7 +82,8 @@ pub fn embedding(weight: &Tensor, ids: &[u32], shape: &[usize]) -> Result<Tensor
     let p = Params {
         rows: u32_len(op, ids.len())?,
         cols: u32_len(op, dim)?,
-        _pad: [0; 2],
+        first: 0,
+        cap: 0,
     };
     // Offsets into the table are id * D in u32 arithmetic.
     u32_len(op, weight.numel())?;
@@ -135,37 +137,49 @@ fn group_by_id(ids: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
     (offsets, positions)
 }
 
-/// The table's gradient `[V, D]` from the output gradient `g` (`[.., D]`).
+/// The table's gradient `[V, D]` from the output gradient `g` (`[.., D]`): one dispatch, or
+/// more where one id occurs so often that summing its rows would take an invocation past the
+/// adapter's loop budget (see [`crate::Gpu::loop_budget`]; on llvmpipe, token type 0 at batch 32 x 512
+/// tokens would).
 fn scatter(g: &Tensor, ids: &[u32], vocab: usize, dim: usize) -> Result<Tensor> {
     let op = "embedding_backward";
     let (offsets, positions) = group_by_id(ids, vocab);
     let gpu = g.gpu();
-    let p = Params {
-        rows: u32_len(op, vocab)?,
-        cols: u32_len(op, dim)?,
-        _pad: [0; 2],
-    };
+    // An invocation runs ceil(D / WG) column rounds, each over the slice's occurrences.
+    let rounds = dim.div_ceil(WG as usize).max(1);
+    let cap = (gpu.loop_budget() / rounds)
+        .saturating_sub(1)
+        .clamp(1, u32::MAX as usize);
+    let most = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0) as usize;
     let dw = Tensor::uninit(gpu, &[vocab, dim], DType::F32, op)?;
     let offsets = gpu.upload(bytemuck::cast_slice(&offsets), op, &[vocab + 1])?;
     let positions = gpu.upload(bytemuck::cast_slice(&positions), op, &[ids.len()])?;
-    let n = (ids.len() * dim) as u64;
-    gpu.dispatch(&Dispatch {
-        kernel: Kernel {
-            shader: SHADER,
-            entry: "scatter",
-            overrides: &[("WG", WG as f64)],
-        },
-        name: op,
-        params: bytemuck::bytes_of(&p),
-        buffers: &[
-            (g.buffer(), Access::Read),
-            (dw.buffer(), Access::ReadWrite),
-            (offsets.raw(), Access::Read),
-            (positions.raw(), Access::Read),
-        ],
-        workgroups: gpu.grid(p.rows),
-        flops: n,
-        bytes: 4 * n + 4 * (vocab * dim) as u64 + 4 * (vocab + 1 + ids.len()) as u64,
-    })?;
+    for first in (0..most.max(1)).step_by(cap) {
+        let p = Params {
+            rows: u32_len(op, vocab)?,
+            cols: u32_len(op, dim)?,
+            first: first as u32,
+            cap: cap as u32,
+        };
+        let n = (ids.len().min(cap * vocab) * dim) as u64;
+        gpu.dispatch(&Dispatch {
+            kernel: Kernel {
+                shader: SHADER,
+                entry: "scatter",
+                overrides: &[("WG", WG as f64), ("ACCUMULATE", (first > 0) as u8 as f64)],
+            },
+            name: op,
+            params: bytemuck::bytes_of(&p),
+            buffers: &[
+                (g.buffer(), Access::Read),
+                (dw.buffer(), Access::ReadWrite),
+                (offsets.raw(), Access::Read),
+                (positions.raw(), Access::Read),
+            ],
+            workgroups: gpu.grid(p.rows),
+            flops: n,
+            bytes: 4 * n + 4 * (vocab * dim) as u64 + 4 * (vocab + 1 + ids.len()) as u64,
+        })?;
+    }
     Ok(dw)
 }

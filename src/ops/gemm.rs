@@ -52,7 +52,7 @@ struct Params {
     a_sb: u32,
     b_sb: u32,
     c_sb: u32,
-    _pad0: u32,
+    k0: u32,
     alpha: f32,
     beta: f32,
     has_bias: u32,
@@ -189,7 +189,10 @@ fn problem(a: &Tensor, b: &Tensor, o: &GemmOptions) -> Result<Problem> {
     })
 }
 
-/// Records the GEMM kernel writing into `c` (which holds C0 when beta != 0).
+/// Records the GEMM kernel writing into `c` (which holds C0 when beta != 0): one dispatch,
+/// or, where K would take an invocation past the adapter's loop budget (llvmpipe's limit, see
+/// [`Gpu::loop_budget`]), one per slice of K, each adding to the last (`beta` 1), with the
+/// bias and the activation on the last slice only.
 fn launch(
     a: &Tensor,
     b: &Tensor,
@@ -219,7 +222,7 @@ fn launch(
         a_sb: if p.a_batched { m * k } else { 0 },
         b_sb: if p.b_batched { k * n } else { 0 },
         c_sb: m * n,
-        _pad0: 0,
+        k0: 0,
         alpha: o.alpha.unwrap_or(1.0),
         beta: o.accumulate.as_ref().map_or(0.0, |(beta, _)| *beta),
         has_bias: o.bias.is_some() as u32,
@@ -228,42 +231,70 @@ fn launch(
     let bias = o.bias.as_ref().unwrap_or(a);
     // 16-byte reads need every 4-group aligned and inside its matrix (see gemm.wgsl).
     let vec4 = k % 4 == 0 && (!o.trans_a || m % 4 == 0) && (o.trans_b || n % 4 == 0);
-    let flops = 2 * (p.batch * p.m * p.n * p.k) as u64;
-    let bytes = 4 * (p.batch * (p.m * p.k + p.k * p.n + p.m * p.n)) as u64;
     let name = match (o.trans_a, o.trans_b) {
         (false, false) => "gemm_nn",
         (false, true) => "gemm_nt",
         (true, false) => "gemm_tn",
         (true, true) => "gemm_tt",
     };
-    gpu.dispatch(&Dispatch {
-        kernel: Kernel {
-            shader: shader(t),
-            entry: "gemm",
-            overrides: &[
-                ("WG", t.wg as f64),
-                ("VEC4", vec4 as u8 as f64),
-                ("VEC4_C", (n % 4 == 0) as u8 as f64),
-                ("A_T", o.trans_a as u8 as f64),
-                ("B_T", o.trans_b as u8 as f64),
-                ("ACT", act as u32 as f64),
+    let slice = k_slice(gpu, p.k);
+    // K = 0 still writes C (beta C0, the bias, the activation).
+    let starts: Vec<usize> = (0..p.k.max(1)).step_by(slice).collect();
+    for k0 in starts {
+        let len = slice.min(p.k - k0);
+        let last = k0 + len == p.k;
+        let sp = Params {
+            k: len as u32,
+            k0: k0 as u32,
+            beta: if k0 == 0 { params.beta } else { 1.0 },
+            has_bias: params.has_bias * last as u32,
+            ..params
+        };
+        let act = if last { act } else { Activation::None };
+        let flops = 2 * (p.batch * p.m * p.n * len) as u64;
+        let bytes = 4 * (p.batch * (p.m * len + len * p.n + p.m * p.n)) as u64;
+        gpu.dispatch(&Dispatch {
+            kernel: Kernel {
+                shader: shader(t),
+                entry: "gemm",
+                overrides: &[
+                    ("WG", t.wg as f64),
+                    ("VEC4", vec4 as u8 as f64),
+                    ("VEC4_C", (n % 4 == 0) as u8 as f64),
+                    ("A_T", o.trans_a as u8 as f64),
+                    ("B_T", o.trans_b as u8 as f64),
+                    ("ACT", act as u32 as f64),
+                ],
+            },
+            name,
+            params: bytemuck::bytes_of(&sp),
+            buffers: &[
+                (a.buffer(), Access::Read),
+                (b.buffer(), Access::Read),
+                (bias.buffer(), Access::Read),
+                (c.buffer(), Access::ReadWrite),
+                (a.buffer(), Access::Read),
+                (b.buffer(), Access::Read),
+                (c.buffer(), Access::ReadWrite),
             ],
-        },
-        name,
-        params: bytemuck::bytes_of(&params),
-        buffers: &[
-            (a.buffer(), Access::Read),
-            (b.buffer(), Access::Read),
-            (bias.buffer(), Access::Read),
-            (c.buffer(), Access::ReadWrite),
-            (a.buffer(), Access::Read),
-            (b.buffer(), Access::Read),
-            (c.buffer(), Access::ReadWrite),
-        ],
-        workgroups: [n.div_ceil(t.tile_n()), m.div_ceil(t.tile_m()), params.batch],
-        flops,
-        bytes,
-    })
+            workgroups: [n.div_ceil(t.tile_n()), m.div_ceil(t.tile_m()), params.batch],
+            flops,
+            bytes,
+        })?;
+    }
+    Ok(())
+}
+
+/// The longest slice of K one dispatch takes: all of it unless an invocation's loop over K
+/// (K / 4 steps, plus at most a few hundred in the epilogue) would pass the loop budget.
+/// A multiple of 4, so every slice but the last keeps 16-byte reads aligned.
+fn k_slice(gpu: &Gpu, k: usize) -> usize {
+    let steps = gpu.loop_budget().saturating_sub(1024);
+    if k / 4 <= steps {
+        k.max(1)
+    } else {
+        4 * steps
+    }
 }
 
 impl Tensor {

@@ -5,7 +5,7 @@
 use super::u32_len;
 use crate::autograd::{grad_enabled, record};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource};
+use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource, LLVMPIPE_LOOP_LIMIT};
 use crate::tensor::{DType, Tensor};
 
 pub const SHADER: ShaderSource = ShaderSource {
@@ -385,13 +385,9 @@ pub fn infonce_with(
     }))
 }
 
-/// llvmpipe ends every loop of a shader invocation once all its loops together have run this
-/// many iterations (`LP_MAX_TGSI_LOOP_ITERATIONS`, shared between every loop), silently.
-const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
-
 /// The shader's `SIDE` for the fused path (its workgroups have `SIDE^2` invocations), or None
 /// where the fused path cannot run. On a CPU adapter, whose loops run every invocation's trip
-/// count, the smallest workgroup that stays within llvmpipe's loop limit: 16 invocations
+/// count, the smallest workgroup that stays within the adapter's loop budget: 16 invocations
 /// leave the fewest idle (measured on llvmpipe, the fused dispatch at N = 32, d = 512: 0.75 ms
 /// against 1.2 ms with 64 invocations). 16 elsewhere.
 fn fused_side(gpu: &Gpu, n: usize, d: usize) -> Option<u32> {
@@ -400,7 +396,7 @@ fn fused_side(gpu: &Gpu, n: usize, d: usize) -> Option<u32> {
     }
     [4, 8, 16]
         .into_iter()
-        .find(|&side| fused_loop_iterations(n, d, side * side) < LLVMPIPE_LOOP_LIMIT * 9 / 10)
+        .find(|&side| fused_loop_iterations(n, d, side * side) <= gpu.loop_budget())
         .map(|side| side as u32)
 }
 
