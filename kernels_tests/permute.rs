@@ -26,6 +26,9 @@ fn permute_every_order() {
         vec![2, 3, 5],
         vec![2, 3, 4, 5],
         vec![1, 17, 1, 9],
+        // Rows of 32 or more take the row kernel: long last axes in every position.
+        vec![3, 5, 2, 70],
+        vec![2, 40, 33],
     ] {
         let n: usize = shape.iter().product();
         let x = Rng::new(n as u64).vec(n, -1.0, 1.0);

@@ -13,6 +13,8 @@ pub const SHADER: ShaderSource = ShaderSource {
 };
 
 const WG: u32 = 256;
+/// Invocations striding along one output row in `permute_rows`.
+const ROW_WG: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -62,11 +64,20 @@ impl Tensor {
             p.src_stride[pad + i] = in_stride[d] as u32;
         }
         let y = Tensor::uninit(self.gpu(), &out_shape, DType::F32, op)?;
+        // Rows of the last output axis, a workgroup each, when they are long enough to keep
+        // the workgroup busy (see permute.wgsl).
+        let row_len = p.out_shape[3];
+        let (entry, wg, workgroups) = if row_len >= 32 {
+            let rows = p.n / row_len.max(1);
+            ("permute_rows", ROW_WG, self.gpu().grid(rows))
+        } else {
+            ("permute", WG, self.gpu().grid(p.n.div_ceil(WG)))
+        };
         self.gpu().dispatch(&Dispatch {
             kernel: Kernel {
                 shader: SHADER,
-                entry: "permute",
-                overrides: &[("WG", WG as f64)],
+                entry,
+                overrides: &[("WG", wg as f64)],
             },
             name: op,
             params: bytemuck::bytes_of(&p),
@@ -74,7 +85,7 @@ impl Tensor {
                 (self.buffer(), Access::Read),
                 (y.buffer(), Access::ReadWrite),
             ],
-            workgroups: self.gpu().grid(p.n.div_ceil(WG)),
+            workgroups,
             flops: 0,
             bytes: 8 * self.numel() as u64,
         })?;
