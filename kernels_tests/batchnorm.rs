@@ -5,13 +5,17 @@ use crate::common::*;
 use convirt::{reference, Error, Tensor};
 
 /// N = 1 and C = 1 with an odd plane; a channel of 969 values, several trips of the
-/// 256-invocation stride loop; `[N, C]` input; a 1 x 1 plane.
-const SHAPES: [&[usize]; 5] = [
+/// reduction's stride loop; `[N, C]` input; a 1 x 1 plane; planes of a multiple of 4 (the
+/// maps take 4 elements per invocation), one smaller than the reduction's stride (its walk
+/// crosses images in one step).
+const SHAPES: [&[usize]; 7] = [
     &[1, 1, 7, 5],
     &[3, 5, 17, 19],
     &[6, 4],
     &[4, 3, 1, 1],
     &[2, 3, 33, 31],
+    &[2, 3, 12, 10],
+    &[5, 2, 2, 3],
 ];
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
@@ -122,7 +126,7 @@ fn eval_forward_with_and_without_relu() {
 
 #[test]
 fn train_backward() {
-    for shape in [&[2, 3, 4, 5][..], &[6, 4]] {
+    for shape in [&[2, 3, 4, 5][..], &[6, 4], &[3, 2, 7, 9]] {
         let k = case(shape, 20);
         let c = shape[1];
         let (rm, rv) = (upload(&k.running_mean, &[c]), upload(&k.running_var, &[c]));

@@ -113,8 +113,33 @@ fn launch(
     })
 }
 
-fn relu_overrides(relu: bool) -> [(&'static str, f64); 2] {
-    [("WG", WG as f64), ("RELU", relu as u8 as f64)]
+/// Invocations of a per-channel reduction's workgroup: about M / 8 (a power of two, 32 to
+/// 256), so a channel of few elements (ResNet's 7 x 7 maps: M = 49 N) does not pay for the
+/// barriers of 256 invocations, which llvmpipe runs as fibres on one core.
+fn reduction_wg(p: &Params) -> u32 {
+    (p.m / 8).next_power_of_two().clamp(32, WG)
+}
+
+/// Elements per invocation of the maps (the shader's `SPAN`): 4 consecutive ones of one
+/// (image, channel) row where rows hold whole groups of 4.
+fn span(p: &Params) -> u32 {
+    if p.hw.is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
+}
+
+fn map_overrides(p: &Params, relu: bool) -> [(&'static str, f64); 3] {
+    [
+        ("WG", WG as f64),
+        ("RELU", relu as u8 as f64),
+        ("SPAN", span(p) as f64),
+    ]
+}
+
+fn map_workgroups(p: &Params) -> u32 {
+    (p.n / span(p)).div_ceil(WG)
 }
 
 /// `dst[c] = scale * src[row * C + c]`, or with `momentum` blended into `dst` in place:
@@ -193,7 +218,7 @@ fn normalize(
     launch(
         x,
         "normalize",
-        &relu_overrides(relu),
+        &map_overrides(&p, relu),
         &p,
         &[
             (x.buffer(), Access::Read),
@@ -203,7 +228,7 @@ fn normalize(
             (weight.buffer(), Access::Read),
             (bias.buffer(), Access::Read),
         ],
-        p.n.div_ceil(WG),
+        map_workgroups(&p),
         6 * p.n as u64,
         8 * p.n as u64 + 16 * p.c as u64,
     )?;
@@ -230,7 +255,7 @@ fn backward_reduce(
     launch(
         x,
         "backward_reduce",
-        &relu_overrides(relu),
+        &[("WG", reduction_wg(&p) as f64), ("RELU", relu as u8 as f64)],
         &p,
         &[
             (x.buffer(), Access::Read),
@@ -299,7 +324,7 @@ impl Tensor {
         launch(
             self,
             "stats",
-            &[("WG", WG as f64)],
+            &[("WG", reduction_wg(&p) as f64)],
             &p,
             &[
                 (self.buffer(), Access::Read),
@@ -330,7 +355,7 @@ impl Tensor {
                     launch(
                         &x,
                         "backward_train",
-                        &[("WG", WG as f64)],
+                        &map_overrides(&pb, false),
                         &pb,
                         &[
                             (x.buffer(), Access::Read),
@@ -343,7 +368,7 @@ impl Tensor {
                             (g.buffer(), Access::Read),
                             (sums.buffer(), Access::Read),
                         ],
-                        p.n.div_ceil(WG),
+                        map_workgroups(&pb),
                         9 * p.n as u64,
                         12 * p.n as u64 + 16 * p.c as u64,
                     )?;
@@ -425,7 +450,7 @@ fn batch_norm_eval(
             launch(
                 &xd,
                 "backward_eval",
-                &relu_overrides(relu),
+                &map_overrides(&p, relu),
                 &p,
                 &[
                     (xd.buffer(), Access::Read),
@@ -436,7 +461,7 @@ fn batch_norm_eval(
                     (b.buffer(), Access::Read),
                     (g.buffer(), Access::Read),
                 ],
-                p.n.div_ceil(WG),
+                map_workgroups(&p),
                 4 * p.n as u64,
                 12 * p.n as u64 + 16 * p.c as u64,
             )?;
