@@ -17,6 +17,19 @@ pub fn gpu() -> Arc<Gpu> {
     .clone()
 }
 
+/// A device of its own whose kernels plan for at most `budget` loop iterations per invocation
+/// (see `Gpu::loop_budget`): small budgets split work at small sizes, `usize::MAX` takes the
+/// unsplit path a GPU takes, whatever the adapter.
+pub fn gpu_with_loop_budget(budget: usize) -> Arc<Gpu> {
+    Gpu::new(GpuOptions {
+        poison: true,
+        quiet: true,
+        loop_budget: Some(budget),
+        ..GpuOptions::from_env()
+    })
+    .expect("a device with a loop budget")
+}
+
 /// A device of the test's own, for tests that count allocations or profile.
 pub fn private_gpu(profile: bool) -> Arc<Gpu> {
     let opts = GpuOptions {

@@ -122,6 +122,39 @@ fn embedding_backward_of_an_id_repeated_past_the_loop_budget() {
 }
 
 #[test]
+fn embedding_backward_split_and_unsplit() {
+    // Rows of 70 take 2 column rounds per invocation: a budget of 50 caps a slice at 24
+    // occurrences, so id 1's 80 go in 4 accumulating dispatches; an unlimited budget is one
+    // dispatch whose slice length must not wrap around.
+    let (vocab, dim) = (5, 70);
+    let ids: Vec<u32> = (0..100)
+        .map(|k| if k % 5 == 0 { k % 3 } else { 1 })
+        .collect();
+    let mut rng = Rng::new(8);
+    let g = rng.vec(ids.len() * dim, -1.0, 1.0);
+    let mut want = vec![0.0; vocab * dim];
+    for (k, &id) in ids.iter().enumerate() {
+        for d in 0..dim {
+            want[id as usize * dim + d] += g[k * dim + d];
+        }
+    }
+    for budget in [50, usize::MAX] {
+        let gpu = gpu_with_loop_budget(budget);
+        let wt = Tensor::param(&gpu, &vec![0.5; vocab * dim], &[vocab, dim]).unwrap();
+        let y = embedding(&wt, &ids, &[ids.len()]).unwrap();
+        let up = Tensor::from_slice(&gpu, &to_f32(&g), y.shape()).unwrap();
+        y.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+        let got = wt.grad().unwrap().to_vec().unwrap();
+        assert_close(
+            &format!("embedding dweight, budget {budget}"),
+            &got,
+            &want,
+            1e-5,
+        );
+    }
+}
+
+#[test]
 fn embedding_rejects_bad_ids_and_shapes() {
     let g = gpu();
     let w = Tensor::zeros(&g, &[10, 4]).unwrap();

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use convirt::reference::{self, GemmDims};
-use convirt::{Activation, GemmOptions};
+use convirt::{Activation, GemmOptions, Tensor};
 
 fn dims(batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GemmDims {
     GemmDims {
@@ -150,6 +150,47 @@ fn gemm_long_k_splits_within_the_loop_budget() {
         let want = reference::gemm(d, &a, &b, 0.01, Some((0.5, &c0)), Some(&bias), 1);
         // Sums of 3e5 products: f32 rounding grows with K (about sqrt(K) * 6e-8 = 3e-5).
         assert_close(&format!("gemm K = {k}"), &c.to_vec().unwrap(), &want, 1e-4);
+    }
+}
+
+#[test]
+fn gemm_k_slices_under_a_small_budget() {
+    // A budget of 1034 iterations leaves 10 steps of 4 along K per dispatch: K = 150 goes in 4
+    // slices (the last with a tail), and every layout, alpha, beta, the bias and the
+    // activation must come out as from one dispatch.
+    let gpu = gpu_with_loop_budget(1034);
+    let (m, n, k) = (9, 13, 150);
+    let mut rng = Rng::new(4);
+    let (a, b) = (rng.vec(m * k, -1.0, 1.0), rng.vec(k * n, -1.0, 1.0));
+    let (c0, bias) = (rng.vec(m * n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+    let up = |v: &[f64], shape: &[usize]| Tensor::from_slice(&gpu, &to_f32(v), shape).unwrap();
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let o = GemmOptions {
+            trans_a: ta,
+            trans_b: tb,
+            alpha: Some(0.7),
+            accumulate: Some((-0.3, up(&c0, &[m, n]))),
+            bias: Some(up(&bias, &[n])),
+            activation: Activation::Relu,
+        };
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let c = up(&a, &a_shape).gemm(&up(&b, &b_shape), &o).expect("gemm");
+        let want = reference::gemm(
+            dims(1, m, n, k, ta, tb),
+            &a,
+            &b,
+            0.7,
+            Some((-0.3, &c0)),
+            Some(&bias),
+            1,
+        );
+        assert_close(
+            &format!("gemm in K slices, trans {ta} {tb}"),
+            &c.to_vec().unwrap(),
+            &want,
+            1e-5,
+        );
     }
 }
 

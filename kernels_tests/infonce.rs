@@ -242,6 +242,27 @@ fn infonce_fused_and_tiled_agree_where_loops_are_long() {
 }
 
 #[test]
+fn infonce_takes_the_tiled_path_where_the_fused_one_exceeds_the_loop_budget() {
+    // 500 iterations per invocation is too few for the fused kernel at N = 32, d = 512 with
+    // any workgroup size: Auto computes the loss on the tiled path, and forcing the fused one
+    // is an error that says why.
+    let gpu = gpu_with_loop_budget(500);
+    let (n, d) = (32, 512);
+    let (v, u) = pairs(n, d, 9);
+    let up = |x: &[f64]| Tensor::from_slice(&gpu, &to_f32(x), &[n, d]).unwrap();
+    let want = reference::infonce(&v, &u, n, d, 0.1, 0.75);
+    let got = infonce(&up(&v), &up(&u), 0.1, 0.75)
+        .unwrap()
+        .item()
+        .unwrap();
+    assert_close("infonce under a small loop budget", &[got], &[want], 1e-5);
+    match infonce_with(&up(&v), &up(&u), 0.1, 0.75, InfoNcePath::Fused) {
+        Err(Error::Invalid { op: "infonce", why }) => assert!(why.contains("loop"), "{why}"),
+        other => panic!("the fused path should refuse: {other:?}"),
+    }
+}
+
+#[test]
 fn infonce_backward_tiled_in_chunks() {
     // A scratch budget of 64 rows of dC forces five chunks of rows at N = 300: grad_u then
     // accumulates over chunks.

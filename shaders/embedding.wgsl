@@ -50,8 +50,10 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_id) lid: vec3<u32>) {
     let v = row_index(wid, nwg);
     if (v >= p.rows) { return; }
-    let k0 = idx[v] + p.first;
-    let k1 = min(idx[v + 1u], k0 + p.cap);
+    let end = idx[v + 1u];
+    let k0 = min(idx[v] + p.first, end);
+    // (k0 + cap could wrap where the cap is unlimited: count what is left instead.)
+    let k1 = k0 + min(end - k0, p.cap);
     if (ACCUMULATE && k0 >= k1) { return; }
     for (var d = lid.x; d < p.cols; d += WG) {
         var s = 0.0;

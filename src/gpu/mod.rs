@@ -43,6 +43,10 @@ pub struct GpuOptions {
     /// Bytes one temporary (im2col columns, ...) may take before an op splits its work; default
     /// the adapter's largest binding, at most 256 MiB.
     pub scratch_bytes: Option<u64>,
+    /// Loop iterations one invocation may plan for (see [`Gpu::loop_budget`]); default 90% of
+    /// [`LLVMPIPE_LOOP_LIMIT`] on CPU adapters, unlimited elsewhere. Tests set it to reach the
+    /// split and the unsplit paths on any adapter.
+    pub loop_budget: Option<usize>,
 }
 
 impl GpuOptions {
@@ -113,6 +117,7 @@ pub struct Gpu {
     profile: Mutex<ProfileState>,
     poison: AtomicBool,
     scratch_bytes: u64,
+    loop_budget: usize,
     dispatch_count: AtomicU64,
     submit_count: AtomicU64,
 }
@@ -195,6 +200,13 @@ impl Gpu {
                 .scratch_bytes
                 .unwrap_or(256 << 20)
                 .min(limits.max_storage_buffer_binding_size),
+            loop_budget: opts
+                .loop_budget
+                .unwrap_or(if info.device_type == wgpu::DeviceType::Cpu {
+                    LLVMPIPE_LOOP_LIMIT / 10 * 9
+                } else {
+                    usize::MAX
+                }),
             dispatch_count: AtomicU64::new(0),
             submit_count: AtomicU64::new(0),
             device,
@@ -231,13 +243,10 @@ impl Gpu {
 
     /// Loop iterations that one invocation of a kernel may run, all its loops together:
     /// 90% of [`LLVMPIPE_LOOP_LIMIT`] on CPU adapters (kernels whose loops grow with the
-    /// problem split their work to stay under it), unlimited elsewhere.
+    /// problem split their work to stay under it), unlimited elsewhere, unless
+    /// [`GpuOptions::loop_budget`] says otherwise.
     pub fn loop_budget(&self) -> usize {
-        if self.is_cpu() {
-            LLVMPIPE_LOOP_LIMIT / 10 * 9
-        } else {
-            usize::MAX
-        }
+        self.loop_budget
     }
 
     /// The largest buffer one storage binding can see, in bytes.
