@@ -476,8 +476,20 @@ fn reduce_cases() -> Vec<Case> {
     ]
 }
 
-/// ResNet-50's convolution shapes at batch 8, 224 px: (label, N, C, H = W, O, K, stride, pad).
-const RESNET50_CONVS: [(&str, usize, usize, usize, usize, usize, usize, usize); 6] = [
+/// A convolution's shape: (label, N, C, H = W, O, K, stride, pad).
+type ConvShape = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+
+/// ResNet-50's convolution shapes at batch 8, 224 px.
+const RESNET50_CONVS: [ConvShape; 6] = [
     ("stem7x7/2", 8, 3, 224, 64, 7, 2, 3),
     ("s1 3x3", 8, 64, 56, 64, 3, 1, 1),
     ("s2 3x3", 8, 128, 28, 128, 3, 1, 1),

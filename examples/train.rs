@@ -163,7 +163,8 @@ fn apply_overrides(c: &mut TrainConfig, overrides: &[(String, String)]) -> Resul
             _ => unreachable!("parse_args lists the flags"),
         }
     }
-    if !(c.tau > 0.0) || !(0.0..=1.0).contains(&c.lambda) || c.batch < 2 {
+    // (A NaN tau fails the first test.)
+    if c.tau.is_nan() || c.tau <= 0.0 || !(0.0..=1.0).contains(&c.lambda) || c.batch < 2 {
         return Err(Error::Invalid {
             op: "train",
             why: "need tau > 0, lambda in [0, 1] and a batch of at least 2".into(),

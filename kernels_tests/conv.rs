@@ -4,9 +4,12 @@
 use crate::common::*;
 use convirt::reference;
 
-/// (N, C, H, W, O, K, stride, padding): ResNet's 7x7/2, 3x3/1, 3x3/2, 1x1/1 (over a small map,
-/// through im2col, and over one of 575 positions, per image), 1x1/2 and odd sizes.
-const CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 8] = [
+/// (N, C, H, W, O, K, stride, padding).
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+/// ResNet's 7x7/2, 3x3/1, 3x3/2, 1x1/1 (over a small map, through im2col, and over one of 575
+/// positions, per image), 1x1/2 and odd sizes.
+const CASES: [Case; 8] = [
     (2, 3, 23, 19, 5, 7, 2, 3),
     (1, 4, 9, 9, 6, 3, 1, 1),
     (3, 5, 11, 8, 4, 3, 2, 1),

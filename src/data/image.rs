@@ -379,12 +379,11 @@ mod tests {
         let dec = load_image(&path).unwrap();
         assert_eq!((dec.width, dec.height, dec.channels), (32, 16, 3));
         for (x, want) in [(8, a), (24, b)] {
-            for c in 0..3 {
+            for (c, &level) in want.iter().enumerate() {
                 let got = dec.at(c, 8, x);
                 assert!(
-                    close(got, want[c] as f32 / 255.0, 0.03),
-                    "x {x} channel {c}: {got} vs {}",
-                    want[c]
+                    close(got, level as f32 / 255.0, 0.03),
+                    "x {x} channel {c}: {got} vs {level}"
                 );
             }
         }
