@@ -149,9 +149,10 @@ pub fn infonce_with(
                 op,
                 why: format!(
                     "the fused path at N = {n}, d = {d} would run more loop iterations per \
-                     invocation than the CPU adapter {:?} allows ({LLVMPIPE_LOOP_LIMIT}); \
-                     use the tiled path",
-                    gpu.adapter_info().name
+                     invocation than the adapter {:?} allows ({}; llvmpipe's limit is \
+                     {LLVMPIPE_LOOP_LIMIT}); use the tiled path",
+                    gpu.adapter_info().name,
+                    gpu.loop_budget()
                 ),
             })
         }
@@ -386,18 +387,16 @@ pub fn infonce_with(
 }
 
 /// The shader's `SIDE` for the fused path (its workgroups have `SIDE^2` invocations), or None
-/// where the fused path cannot run. On a CPU adapter, whose loops run every invocation's trip
-/// count, the smallest workgroup that stays within the adapter's loop budget: 16 invocations
+/// where the fused path cannot run within the adapter's loop budget. On a CPU adapter, whose
+/// loops run every invocation's trip count, the smallest workgroup that fits: 16 invocations
 /// leave the fewest idle (measured on llvmpipe, the fused dispatch at N = 32, d = 512: 0.75 ms
-/// against 1.2 ms with 64 invocations). 16 elsewhere.
+/// against 1.2 ms with 64 invocations). 16 elsewhere (256 invocations).
 fn fused_side(gpu: &Gpu, n: usize, d: usize) -> Option<u32> {
-    if !gpu.is_cpu() {
-        return Some(16);
-    }
-    [4, 8, 16]
-        .into_iter()
-        .find(|&side| fused_loop_iterations(n, d, side * side) <= gpu.loop_budget())
-        .map(|side| side as u32)
+    let sides: &[usize] = if gpu.is_cpu() { &[4, 8, 16] } else { &[16] };
+    sides
+        .iter()
+        .find(|&&side| fused_loop_iterations(n, d, side * side) <= gpu.loop_budget())
+        .map(|&side| side as u32)
 }
 
 /// Loop iterations of one invocation of the fused kernel with `wg` invocations per workgroup
