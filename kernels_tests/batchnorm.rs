@@ -66,6 +66,26 @@ fn train_forward_and_running_statistics() {
             &want,
             1e-5,
         );
+        // The fused ReLU: the same normalisation, clamped (its running statistics are
+        // updated on copies, so the checks below still see one update).
+        let (rm2, rv2) = (upload(&k.running_mean, &[c]), upload(&k.running_var, &[c]));
+        let y_relu = upload(&k.x, shape)
+            .batch_norm_train_relu(
+                &upload(&k.weight, &[c]),
+                &upload(&k.bias, &[c]),
+                &rm2,
+                &rv2,
+                MOMENTUM as f32,
+                EPS as f32,
+            )
+            .unwrap();
+        let want_relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
+        assert_close(
+            &format!("train relu y {shape:?}"),
+            &y_relu.to_vec().unwrap(),
+            &want_relu,
+            1e-5,
+        );
         let blend = |old: &[f64], new: &[f64]| -> Vec<f64> {
             old.iter()
                 .zip(new)
@@ -126,22 +146,38 @@ fn eval_forward_with_and_without_relu() {
 
 #[test]
 fn train_backward() {
-    for shape in [&[2, 3, 4, 5][..], &[6, 4], &[3, 2, 7, 9]] {
-        let k = case(shape, 20);
-        let c = shape[1];
-        let (rm, rv) = (upload(&k.running_mean, &[c]), upload(&k.running_var, &[c]));
-        let shape_ = shape.to_vec();
-        check_grad(
-            &format!("batch_norm_train {shape:?}"),
-            &[
-                input(k.x, shape),
-                input(k.weight, &[c]),
-                input(k.bias, &[c]),
-            ],
-            |t| t[0].batch_norm_train(&t[1], &t[2], &rm, &rv, MOMENTUM as f32, EPS as f32),
-            |d| reference::batch_norm_train(&d[0], &shape_, &d[1], &d[2], EPS).0,
-            1e-4,
-        );
+    // With the fused ReLU too: the mask moves only if a pre-activation is within about 1e-6
+    // of zero, which these fixed inputs are not (the check would fail loudly if it were).
+    for relu in [false, true] {
+        for shape in [&[2, 3, 4, 5][..], &[6, 4], &[3, 2, 7, 9]] {
+            let k = case(shape, 20);
+            let c = shape[1];
+            let (rm, rv) = (upload(&k.running_mean, &[c]), upload(&k.running_var, &[c]));
+            let shape_ = shape.to_vec();
+            check_grad(
+                &format!("batch_norm_train relu={relu} {shape:?}"),
+                &[
+                    input(k.x, shape),
+                    input(k.weight, &[c]),
+                    input(k.bias, &[c]),
+                ],
+                |t| {
+                    let (m, e) = (MOMENTUM as f32, EPS as f32);
+                    if relu {
+                        t[0].batch_norm_train_relu(&t[1], &t[2], &rm, &rv, m, e)
+                    } else {
+                        t[0].batch_norm_train(&t[1], &t[2], &rm, &rv, m, e)
+                    }
+                },
+                |d| {
+                    let y = reference::batch_norm_train(&d[0], &shape_, &d[1], &d[2], EPS).0;
+                    y.into_iter()
+                        .map(|v| if relu { v.max(0.0) } else { v })
+                        .collect()
+                },
+                1e-4,
+            );
+        }
     }
 }
 

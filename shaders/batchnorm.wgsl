@@ -13,7 +13,8 @@
 //                  invstd = 1 / sqrt(var + eps)
 // backward_reduce  y[c] = sum(g * xhat), y[C + c] = sum(g) over channel c, xhat the normalised
 //                  input; with RELU, g is first masked where the forward output was clamped
-// backward_train   dx = weight * invstd * (g - sum(g) / M - xhat * sum(g * xhat) / M)
+// backward_train   dx = weight * invstd * (g - sum(g) / M - xhat * sum(g * xhat) / M), g masked
+//                  as in backward_reduce (RELU)
 // backward_eval    dx = g * weight * invstd, g masked as in backward_reduce (RELU)
 //
 // Bindings: 1 x (the forward input), 2 y (the output), 3 mean, 4 var, 5 weight, 6 bias,
@@ -221,15 +222,14 @@ fn backward_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let i0 = element(wid, nwg, lid) * SPAN;
     if (i0 >= p.n) { return; }
     let c = channel(i0);
-    let inv = invstd(c);
-    let mu = mean[c];
+    let ch = channel_params(c);
     let inv_m = 1.0 / f32(p.m);
-    let scale = weight[c] * inv;
+    let scale = ch.weight * ch.invstd;
     let mean_g = sums[p.c + c] * inv_m;
     let mean_gxhat = sums[c] * inv_m;
     for (var i = i0; i < i0 + SPAN; i++) {
-        let xhat = (x[i] - mu) * inv;
-        y[i] = scale * (g[i] - mean_g - xhat * mean_gxhat);
+        let xhat = (x[i] - ch.mean) * ch.invstd;
+        y[i] = scale * (upstream(i, ch) - mean_g - xhat * mean_gxhat);
     }
 }
 

@@ -133,10 +133,13 @@ impl Block {
         let mut h = x.clone();
         let last = self.convs.len() - 1;
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            h = bn.forward(&conv.forward(&h)?, train)?;
-            if i < last {
-                h = h.relu()?;
-            }
+            let z = conv.forward(&h)?;
+            // The last one's ReLU comes after the shortcut is added.
+            h = if i < last {
+                bn.forward_relu(&z, train)?
+            } else {
+                bn.forward(&z, train)?
+            };
         }
         let shortcut = match &self.downsample {
             Some((conv, bn)) => bn.forward(&conv.forward(x)?, train)?,
@@ -258,8 +261,7 @@ impl ResNet {
         }
         let mut h = self
             .bn1
-            .forward(&self.conv1.forward(x)?, train)?
-            .relu()?
+            .forward_relu(&self.conv1.forward(x)?, train)?
             .max_pool2d(3, 2, 1)?;
         for stage in &self.stages {
             for block in stage {

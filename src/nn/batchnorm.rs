@@ -59,6 +59,29 @@ impl BatchNorm2d {
         }
     }
 
+    /// `forward` followed by ReLU, fused into the normalisation's passes (forward and
+    /// backward) in both modes.
+    pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            x.batch_norm_train_relu(
+                &self.weight,
+                &self.bias,
+                &self.running_mean,
+                &self.running_var,
+                self.momentum,
+                self.eps,
+            )
+        } else {
+            x.batch_norm_eval_relu(
+                &self.weight,
+                &self.bias,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+            )
+        }
+    }
+
     /// Parameters then buffers, in torch's state-dict order.
     pub fn named(&self, out: &mut Named) {
         out.push((join(&self.prefix, "weight"), self.weight.clone()));

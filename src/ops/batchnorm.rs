@@ -310,76 +310,39 @@ impl Tensor {
         momentum: f32,
         eps: f32,
     ) -> Result<Tensor> {
-        let p = params(self, weight, bias, running_mean, running_var, eps)?;
-        if p.m < 2 {
-            return Err(Error::Invalid {
-                op: "batch_norm",
-                why: format!(
-                    "training needs more than one value per channel, got input shape {:?}",
-                    self.shape()
-                ),
-            });
-        }
-        let stats = Tensor::uninit(self.gpu(), &[2, p.c as usize], DType::F32, "batch_norm")?;
-        launch(
+        batch_norm_train(
             self,
-            "stats",
-            &[("WG", reduction_wg(&p) as f64)],
-            &p,
-            &[
-                (self.buffer(), Access::Read),
-                (stats.buffer(), Access::ReadWrite),
-            ],
-            p.c,
-            4 * p.n as u64,
-            8 * p.n as u64 + 8 * p.c as u64,
-        )?;
-        let unbias = p.m as f32 / (p.m - 1) as f32;
-        update_row(&stats, running_mean, &p, 0, 1.0, Some(momentum))?;
-        update_row(&stats, running_var, &p, 1, unbias, Some(momentum))?;
-        let y = normalize(self, &Stats::batch(&stats, &p), weight, bias, &p, false)?;
-        let (x, w) = (self.detach(), weight.detach());
-        Ok(record(
-            "batch_norm_train",
-            y,
-            &[self, weight, bias],
-            move |g, needs| {
-                let st = Stats::batch(&stats, &p);
-                let sums = backward_reduce(&x, g, &st, &w, None, &p, false)?;
-                let dx = if needs[0] {
-                    let dx = Tensor::uninit(g.gpu(), x.shape(), DType::F32, "batch_norm")?;
-                    let pb = Params {
-                        var_off: st.var_off,
-                        ..p
-                    };
-                    launch(
-                        &x,
-                        "backward_train",
-                        &map_overrides(&pb, false),
-                        &pb,
-                        &[
-                            (x.buffer(), Access::Read),
-                            (dx.buffer(), Access::ReadWrite),
-                            (st.mean.buffer(), Access::Read),
-                            (st.var.buffer(), Access::Read),
-                            (w.buffer(), Access::Read),
-                            // The bias slot is not read by backward_train.
-                            (w.buffer(), Access::Read),
-                            (g.buffer(), Access::Read),
-                            (sums.buffer(), Access::Read),
-                        ],
-                        map_workgroups(&pb),
-                        9 * p.n as u64,
-                        12 * p.n as u64 + 16 * p.c as u64,
-                    )?;
-                    Some(dx)
-                } else {
-                    None
-                };
-                let (dw, db) = split_sums(&sums, &p, (needs[1], needs[2]))?;
-                Ok(vec![dx, dw, db])
-            },
-        ))
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+            false,
+        )
+    }
+
+    /// `batch_norm_train(...)` followed by ReLU, in one pass over the data (forward and
+    /// backward): the training-mode `bn` + `relu` pair of ResNet's blocks.
+    pub fn batch_norm_train_relu(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<Tensor> {
+        batch_norm_train(
+            self,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+            true,
+        )
     }
 
     /// Batch normalisation in evaluation mode, as PyTorch's `BatchNorm2d` in `eval()`: each
@@ -409,6 +372,95 @@ impl Tensor {
     ) -> Result<Tensor> {
         batch_norm_eval(self, weight, bias, running_mean, running_var, eps, true)
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batch_norm_train(
+    x_in: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    momentum: f32,
+    eps: f32,
+    relu: bool,
+) -> Result<Tensor> {
+    let p = params(x_in, weight, bias, running_mean, running_var, eps)?;
+    if p.m < 2 {
+        return Err(Error::Invalid {
+            op: "batch_norm",
+            why: format!(
+                "training needs more than one value per channel, got input shape {:?}",
+                x_in.shape()
+            ),
+        });
+    }
+    let stats = Tensor::uninit(x_in.gpu(), &[2, p.c as usize], DType::F32, "batch_norm")?;
+    launch(
+        x_in,
+        "stats",
+        &[("WG", reduction_wg(&p) as f64)],
+        &p,
+        &[
+            (x_in.buffer(), Access::Read),
+            (stats.buffer(), Access::ReadWrite),
+        ],
+        p.c,
+        4 * p.n as u64,
+        8 * p.n as u64 + 8 * p.c as u64,
+    )?;
+    let unbias = p.m as f32 / (p.m - 1) as f32;
+    update_row(&stats, running_mean, &p, 0, 1.0, Some(momentum))?;
+    update_row(&stats, running_var, &p, 1, unbias, Some(momentum))?;
+    let y = normalize(x_in, &Stats::batch(&stats, &p), weight, bias, &p, relu)?;
+    let (x, w, b) = (x_in.detach(), weight.detach(), bias.detach());
+    Ok(record(
+        if relu {
+            "batch_norm_train_relu"
+        } else {
+            "batch_norm_train"
+        },
+        y,
+        &[x_in, weight, bias],
+        move |g, needs| {
+            let st = Stats::batch(&stats, &p);
+            // With the ReLU, g is masked where the forward output was clamped (the mask needs
+            // the bias); without it, the weight stands in for the unread bias.
+            let bias_slot = if relu { &b } else { &w };
+            let sums = backward_reduce(&x, g, &st, &w, relu.then_some(&b), &p, relu)?;
+            let dx = if needs[0] {
+                let dx = Tensor::uninit(g.gpu(), x.shape(), DType::F32, "batch_norm")?;
+                let pb = Params {
+                    var_off: st.var_off,
+                    ..p
+                };
+                launch(
+                    &x,
+                    "backward_train",
+                    &map_overrides(&pb, relu),
+                    &pb,
+                    &[
+                        (x.buffer(), Access::Read),
+                        (dx.buffer(), Access::ReadWrite),
+                        (st.mean.buffer(), Access::Read),
+                        (st.var.buffer(), Access::Read),
+                        (w.buffer(), Access::Read),
+                        (bias_slot.buffer(), Access::Read),
+                        (g.buffer(), Access::Read),
+                        (sums.buffer(), Access::Read),
+                    ],
+                    map_workgroups(&pb),
+                    9 * p.n as u64,
+                    12 * p.n as u64 + 16 * p.c as u64,
+                )?;
+                Some(dx)
+            } else {
+                None
+            };
+            let (dw, db) = split_sums(&sums, &p, (needs[1], needs[2]))?;
+            Ok(vec![dx, dw, db])
+        },
+    ))
 }
 
 fn batch_norm_eval(
