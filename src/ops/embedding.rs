@@ -139,8 +139,8 @@ fn group_by_id(ids: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
 
 /// The table's gradient `[V, D]` from the output gradient `g` (`[.., D]`): one dispatch, or
 /// more where one id occurs so often that summing its rows would take an invocation past the
-/// adapter's loop budget (see [`crate::Gpu::loop_budget`]; on llvmpipe, token type 0 at batch 32 x 512
-/// tokens would).
+/// adapter's loop budget (see [`crate::Gpu::loop_budget`]; on llvmpipe, token type 0 at batch
+/// 32 x 512 tokens would).
 fn scatter(g: &Tensor, ids: &[u32], vocab: usize, dim: usize) -> Result<Tensor> {
     let op = "embedding_backward";
     let (offsets, positions) = group_by_id(ids, vocab);

@@ -25,10 +25,10 @@ const TILE: usize = 64;
 ///
 /// The fused path runs on two compute units at most, so this trades launches for parallelism.
 /// Measured forward + backward at d = 512 (kernel time): on llvmpipe the fused path beats the
-/// tiled one at N = 32 (0.85-0.91 vs 8.6-8.8 ms) and at N = 256 (42-43 vs 46 ms). On an H100 the tiled
-/// path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall time) and 16x ahead at N = 256
-/// (0.27 vs 4.2 ms), measured with the fused path's earlier one-workgroup form. 1024 is the
-/// limit the engine was asked for; GPU runs with large batches want it lower.
+/// tiled one at N = 32 (0.85-0.91 vs 8.6-8.8 ms) and at N = 256 (42-43 vs 46 ms). On an H100
+/// the tiled path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall time) and 16x ahead at
+/// N = 256 (0.27 vs 4.2 ms), measured with the fused path's earlier one-workgroup form. 1024
+/// is the limit the engine was asked for; GPU runs with large batches want it lower.
 pub const FUSED_MAX_N: usize = 1024;
 
 /// Which kernels compute the loss: [`infonce`] takes `Auto`; the others force a path (tests
