@@ -53,6 +53,17 @@ fn embedding_backward_finite_differences() {
 }
 
 /// dweight of `L = sum(g * embedding(w, ids))`, from the GPU.
+/// The table's gradient by the definition: each position's row of `g` added to its id's row.
+fn table_grad_reference(ids: &[u32], g: &[f64], vocab: usize, dim: usize) -> Vec<f64> {
+    let mut want = vec![0.0; vocab * dim];
+    for (k, &id) in ids.iter().enumerate() {
+        for d in 0..dim {
+            want[id as usize * dim + d] += g[k * dim + d];
+        }
+    }
+    want
+}
+
 fn table_grad(w: &[f64], vocab: usize, dim: usize, ids: &[u32], g: &[f64]) -> Vec<f32> {
     let wt = Tensor::param(&gpu(), &to_f32(w), &[vocab, dim]).unwrap();
     let y = embedding(&wt, ids, &[ids.len()]).unwrap();
@@ -79,12 +90,7 @@ fn embedding_backward_is_deterministic_with_many_repeats() {
         .collect();
     let w = rng.vec(vocab * dim, -1.0, 1.0);
     let g = rng.vec(n * dim, -1.0, 1.0);
-    let mut want = vec![0.0; vocab * dim];
-    for (k, &id) in ids.iter().enumerate() {
-        for d in 0..dim {
-            want[id as usize * dim + d] += g[k * dim + d];
-        }
-    }
+    let want = table_grad_reference(&ids, &g, vocab, dim);
     let first = table_grad(&w, vocab, dim, &ids, &g);
     assert_close("embedding dweight, many repeats", &first, &want, 1e-5);
     // Ids 36..40 never occur: exact zeros, not NaN from the poisoned buffer.
@@ -111,12 +117,7 @@ fn embedding_backward_of_an_id_repeated_past_the_loop_budget() {
     let ids: Vec<u32> = (0..n).map(|k| if k % 2333 == 7 { 2 } else { 1 }).collect();
     let w = rng.vec(vocab * dim, -1.0, 1.0);
     let g = rng.vec(n * dim, -1.0, 1.0);
-    let mut want = vec![0.0; vocab * dim];
-    for (k, &id) in ids.iter().enumerate() {
-        for d in 0..dim {
-            want[id as usize * dim + d] += g[k * dim + d];
-        }
-    }
+    let want = table_grad_reference(&ids, &g, vocab, dim);
     let got = table_grad(&w, vocab, dim, &ids, &g);
     assert_close("embedding dweight, one id 7000 times", &got, &want, 1e-5);
 }
@@ -132,12 +133,7 @@ fn embedding_backward_split_and_unsplit() {
         .collect();
     let mut rng = Rng::new(8);
     let g = rng.vec(ids.len() * dim, -1.0, 1.0);
-    let mut want = vec![0.0; vocab * dim];
-    for (k, &id) in ids.iter().enumerate() {
-        for d in 0..dim {
-            want[id as usize * dim + d] += g[k * dim + d];
-        }
-    }
+    let want = table_grad_reference(&ids, &g, vocab, dim);
     for budget in [50, usize::MAX] {
         let gpu = gpu_with_loop_budget(budget);
         let wt = Tensor::param(&gpu, &vec![0.5; vocab * dim], &[vocab, dim]).unwrap();

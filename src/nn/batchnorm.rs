@@ -3,6 +3,7 @@
 
 use super::{join, Init, Named, WeightSource};
 use crate::error::Result;
+use crate::ops::batchnorm::{batch_norm_eval, batch_norm_train};
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone)]
@@ -39,46 +40,26 @@ impl BatchNorm2d {
     /// Training mode normalises with the batch's statistics and updates the running ones;
     /// evaluation mode uses the running statistics.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            x.batch_norm_train(
-                &self.weight,
-                &self.bias,
-                &self.running_mean,
-                &self.running_var,
-                self.momentum,
-                self.eps,
-            )
-        } else {
-            x.batch_norm_eval(
-                &self.weight,
-                &self.bias,
-                &self.running_mean,
-                &self.running_var,
-                self.eps,
-            )
-        }
+        self.apply(x, train, false)
     }
 
     /// `forward` followed by ReLU, fused into the normalisation's passes (forward and
     /// backward) in both modes.
     pub fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.apply(x, train, true)
+    }
+
+    fn apply(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let (w, b, rm, rv) = (
+            &self.weight,
+            &self.bias,
+            &self.running_mean,
+            &self.running_var,
+        );
         if train {
-            x.batch_norm_train_relu(
-                &self.weight,
-                &self.bias,
-                &self.running_mean,
-                &self.running_var,
-                self.momentum,
-                self.eps,
-            )
+            batch_norm_train(x, w, b, rm, rv, self.momentum, self.eps, relu)
         } else {
-            x.batch_norm_eval_relu(
-                &self.weight,
-                &self.bias,
-                &self.running_mean,
-                &self.running_var,
-                self.eps,
-            )
+            batch_norm_eval(x, w, b, rm, rv, self.eps, relu)
         }
     }
 

@@ -242,11 +242,10 @@ fn backward_reduce(
     g: &Tensor,
     st: &Stats,
     weight: &Tensor,
-    bias: Option<&Tensor>,
+    bias: &Tensor,
     p: &Params,
     relu: bool,
 ) -> Result<Tensor> {
-    debug_assert!(bias.is_some() || !relu);
     let sums = Tensor::uninit(x.gpu(), &[2, p.c as usize], DType::F32, "batch_norm")?;
     let p = Params {
         var_off: st.var_off,
@@ -263,8 +262,8 @@ fn backward_reduce(
             (st.mean.buffer(), Access::Read),
             (st.var.buffer(), Access::Read),
             (weight.buffer(), Access::Read),
-            // The bias slot is only read under RELU; the weight stands in otherwise.
-            (bias.unwrap_or(weight).buffer(), Access::Read),
+            // Read under RELU only (the mask).
+            (bias.buffer(), Access::Read),
             (g.buffer(), Access::Read),
         ],
         p.c,
@@ -272,6 +271,53 @@ fn backward_reduce(
         8 * p.n as u64 + 8 * p.c as u64,
     )?;
     Ok(sums)
+}
+
+/// The input's gradient: `backward_train` (given `backward_reduce`'s sums) or `backward_eval`,
+/// with the fused ReLU's mask under `relu`.
+#[allow(clippy::too_many_arguments)]
+fn backward_input(
+    x: &Tensor,
+    g: &Tensor,
+    st: &Stats,
+    weight: &Tensor,
+    bias: &Tensor,
+    sums: Option<&Tensor>,
+    p: &Params,
+    relu: bool,
+) -> Result<Tensor> {
+    let dx = Tensor::uninit(g.gpu(), x.shape(), DType::F32, "batch_norm")?;
+    let p = Params {
+        var_off: st.var_off,
+        ..*p
+    };
+    let mut buffers = vec![
+        (x.buffer(), Access::Read),
+        (dx.buffer(), Access::ReadWrite),
+        (st.mean.buffer(), Access::Read),
+        (st.var.buffer(), Access::Read),
+        (weight.buffer(), Access::Read),
+        (bias.buffer(), Access::Read),
+        (g.buffer(), Access::Read),
+    ];
+    let (entry, flops) = match sums {
+        Some(sums) => {
+            buffers.push((sums.buffer(), Access::Read));
+            ("backward_train", 9)
+        }
+        None => ("backward_eval", 4),
+    };
+    launch(
+        x,
+        entry,
+        &map_overrides(&p, relu),
+        &p,
+        &buffers,
+        map_workgroups(&p),
+        flops * p.n as u64,
+        12 * p.n as u64 + 16 * p.c as u64,
+    )?;
+    Ok(dx)
 }
 
 /// The weight's and the bias's gradients out of `backward_reduce`'s `[2, C]` result: the
@@ -374,8 +420,9 @@ impl Tensor {
     }
 }
 
+/// `Tensor::batch_norm_train`, followed by ReLU in the same passes when `relu`.
 #[allow(clippy::too_many_arguments)]
-fn batch_norm_train(
+pub(crate) fn batch_norm_train(
     x_in: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
@@ -424,46 +471,18 @@ fn batch_norm_train(
         &[x_in, weight, bias],
         move |g, needs| {
             let st = Stats::batch(&stats, &p);
-            // With the ReLU, g is masked where the forward output was clamped (the mask needs
-            // the bias); without it, the weight stands in for the unread bias.
-            let bias_slot = if relu { &b } else { &w };
-            let sums = backward_reduce(&x, g, &st, &w, relu.then_some(&b), &p, relu)?;
-            let dx = if needs[0] {
-                let dx = Tensor::uninit(g.gpu(), x.shape(), DType::F32, "batch_norm")?;
-                let pb = Params {
-                    var_off: st.var_off,
-                    ..p
-                };
-                launch(
-                    &x,
-                    "backward_train",
-                    &map_overrides(&pb, relu),
-                    &pb,
-                    &[
-                        (x.buffer(), Access::Read),
-                        (dx.buffer(), Access::ReadWrite),
-                        (st.mean.buffer(), Access::Read),
-                        (st.var.buffer(), Access::Read),
-                        (w.buffer(), Access::Read),
-                        (bias_slot.buffer(), Access::Read),
-                        (g.buffer(), Access::Read),
-                        (sums.buffer(), Access::Read),
-                    ],
-                    map_workgroups(&pb),
-                    9 * p.n as u64,
-                    12 * p.n as u64 + 16 * p.c as u64,
-                )?;
-                Some(dx)
-            } else {
-                None
-            };
+            let sums = backward_reduce(&x, g, &st, &w, &b, &p, relu)?;
+            let dx = needs[0]
+                .then(|| backward_input(&x, g, &st, &w, &b, Some(&sums), &p, relu))
+                .transpose()?;
             let (dw, db) = split_sums(&sums, &p, (needs[1], needs[2]))?;
             Ok(vec![dx, dw, db])
         },
     ))
 }
 
-fn batch_norm_eval(
+/// `Tensor::batch_norm_eval`, followed by ReLU in the same passes when `relu`.
+pub(crate) fn batch_norm_eval(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
@@ -497,32 +516,11 @@ fn batch_norm_eval(
     };
     Ok(record(op, y, &inputs, move |g, needs| {
         let st = Stats::running(&rm, &rv);
-        let dx = if needs[0] {
-            let dx = Tensor::uninit(g.gpu(), xd.shape(), DType::F32, "batch_norm")?;
-            launch(
-                &xd,
-                "backward_eval",
-                &map_overrides(&p, relu),
-                &p,
-                &[
-                    (xd.buffer(), Access::Read),
-                    (dx.buffer(), Access::ReadWrite),
-                    (st.mean.buffer(), Access::Read),
-                    (st.var.buffer(), Access::Read),
-                    (w.buffer(), Access::Read),
-                    (b.buffer(), Access::Read),
-                    (g.buffer(), Access::Read),
-                ],
-                map_workgroups(&p),
-                4 * p.n as u64,
-                12 * p.n as u64 + 16 * p.c as u64,
-            )?;
-            Some(dx)
-        } else {
-            None
-        };
+        let dx = needs[0]
+            .then(|| backward_input(&xd, g, &st, &w, &b, None, &p, relu))
+            .transpose()?;
         let (dw, db) = if needs[1] || needs[2] {
-            let sums = backward_reduce(&xd, g, &st, &w, Some(&b), &p, relu)?;
+            let sums = backward_reduce(&xd, g, &st, &w, &b, &p, relu)?;
             split_sums(&sums, &p, (needs[1], needs[2]))?
         } else {
             (None, None)
