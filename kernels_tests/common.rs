@@ -30,6 +30,22 @@ pub fn gpu_with_loop_budget(budget: usize) -> Arc<Gpu> {
     .expect("a device with a loop budget")
 }
 
+/// A device of its own with subgroup operations off, so kernels that have a subgroup form
+/// (on adapters such as llvmpipe) run their portable one.
+pub fn gpu_without_subgroups() -> Arc<Gpu> {
+    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::new(GpuOptions {
+            poison: true,
+            quiet: true,
+            no_subgroups: true,
+            ..GpuOptions::from_env()
+        })
+        .expect("a device without subgroups")
+    })
+    .clone()
+}
+
 /// A device of the test's own, for tests that count allocations or profile.
 pub fn private_gpu(profile: bool) -> Arc<Gpu> {
     let opts = GpuOptions {

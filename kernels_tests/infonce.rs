@@ -194,13 +194,43 @@ fn infonce_backward_tiled_sampled() {
     );
 }
 
+/// The devices whose fused path differs: the test device (the subgroup form where the adapter
+/// runs subgroups of 8, as llvmpipe does) and one with subgroups off (the portable form).
+fn fused_devices() -> [(&'static str, Arc<Gpu>); 2] {
+    [("", gpu()), (" without subgroups", gpu_without_subgroups())]
+}
+
 #[test]
 fn infonce_backward_fused_sampled() {
-    // Many 4 x 4 blocks per invocation and ragged edges: N not a multiple of 4, d a multiple
-    // (rows read as vec4s) and not.
-    for (n, d) in [(70, 36), (45, 10)] {
-        let what = format!("infonce fused {n}x{d}");
-        sampled_grad_check(&gpu(), InfoNcePath::Fused, &what, n, d, 0.1, 0.75);
+    // Many blocks per invocation and ragged edges: N not a multiple of 4, 8 or 16, d a
+    // multiple of 4 (rows read as vec4s) and not, d past and short of a subgroup's 32 columns.
+    for (device, gpu) in fused_devices() {
+        for (n, d) in [(70, 36), (45, 10), (19, 100)] {
+            let what = format!("infonce fused{device} {n}x{d}");
+            sampled_grad_check(&gpu, InfoNcePath::Fused, &what, n, d, 0.1, 0.75);
+        }
+    }
+}
+
+#[test]
+fn infonce_portable_fused_path_matches_reference() {
+    // The test device takes the subgroup form on llvmpipe; the portable one (every GPU's) is
+    // checked here on any adapter.
+    let gpu = gpu_without_subgroups();
+    for (n, d, tau, lambda) in [(1, 1, 0.1, 0.75), (3, 5, 0.5, 0.3), (33, 512, 0.01, 0.75)] {
+        let (v, u) = pairs(n, d, (n * 17 + d) as u64);
+        let up = |x: &[f64]| Tensor::from_slice(&gpu, &to_f32(x), &[n, d]).unwrap();
+        let want = reference::infonce(&v, &u, n, d, tau as f64, lambda as f64);
+        let got = infonce_with(&up(&v), &up(&u), tau, lambda, InfoNcePath::Fused)
+            .unwrap()
+            .item()
+            .unwrap();
+        assert_close(
+            &format!("portable fused N={n} d={d} tau={tau}"),
+            &[got],
+            &[want],
+            1e-5,
+        );
     }
 }
 
@@ -211,9 +241,15 @@ fn infonce_fused_and_tiled_agree_where_loops_are_long() {
     // checked against the reference on its own above.
     let (n, d) = (300, 200);
     let (v, u) = pairs(n, d, 3);
+    for (device, gpu) in fused_devices() {
+        fused_agrees_with_tiled(&gpu, device, n, d, &v, &u);
+    }
+}
+
+fn fused_agrees_with_tiled(gpu: &Arc<Gpu>, device: &str, n: usize, d: usize, v: &[f64], u: &[f64]) {
     let run = |path| {
-        let tv = Tensor::param(&gpu(), &to_f32(&v), &[n, d]).unwrap();
-        let tu = Tensor::param(&gpu(), &to_f32(&u), &[n, d]).unwrap();
+        let tv = Tensor::param(gpu, &to_f32(v), &[n, d]).unwrap();
+        let tu = Tensor::param(gpu, &to_f32(u), &[n, d]).unwrap();
         let loss = infonce_with(&tv, &tu, 0.1, 0.75, path).unwrap();
         loss.backward().unwrap();
         let grads = [&tv, &tu].map(|t| {
@@ -225,7 +261,7 @@ fn infonce_fused_and_tiled_agree_where_loops_are_long() {
     let (fused_loss, fused) = run(InfoNcePath::Fused);
     let (tiled_loss, tiled) = run(InfoNcePath::Tiled);
     assert_close(
-        "loss, fused vs tiled",
+        &format!("loss, fused{device} vs tiled"),
         &[fused_loss as f32],
         &[tiled_loss],
         1e-5,
@@ -233,7 +269,7 @@ fn infonce_fused_and_tiled_agree_where_loops_are_long() {
     for k in 0..2 {
         let got: Vec<f32> = fused[k].iter().map(|&x| x as f32).collect();
         assert_close(
-            &format!("d/d input {k}, fused vs tiled"),
+            &format!("d/d input {k}, fused{device} vs tiled"),
             &got,
             &tiled[k],
             1e-4,

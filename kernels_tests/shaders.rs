@@ -6,10 +6,16 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 fn translate(name: &str, wgsl: &str) {
+    // The capabilities every backend has: nothing optional.
+    translate_with(name, wgsl, Capabilities::empty());
+}
+
+/// `translate` for shaders that need `caps`. Subgroup operations exist in SPIR-V, MSL, HLSL
+/// (shader model 6) and GLSL (GL_KHR_shader_subgroup), so all four are still written.
+fn translate_with(name: &str, wgsl: &str, caps: Capabilities) {
     let module = naga::front::wgsl::parse_str(wgsl)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(wgsl)));
-    // The capabilities every backend has: nothing optional.
-    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: invalid: {e:?}"));
     for ep in &module.entry_points {
@@ -75,10 +81,15 @@ fn translate(name: &str, wgsl: &str) {
 
 #[test]
 fn every_shader_validates_and_translates_to_spirv_msl_hlsl_glsl() {
-    let all = convirt::ops::all_shaders();
+    let mut all = convirt::ops::all_shaders();
     for s in &all {
         translate(s.name, s.wgsl);
     }
+    let subgroup = convirt::ops::subgroup_shaders();
+    for s in &subgroup {
+        translate_with(s.name, s.wgsl, Capabilities::SUBGROUP);
+    }
+    all.extend(subgroup);
     // Every kernel file in shaders/ is compiled by some op (generated variants carry the
     // file's name as a prefix), so nothing there escapes the checks above.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");

@@ -51,7 +51,21 @@ struct Params {
     _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> params: Params;
+// The parameters as the kernels read them: a copy that lavapipe cannot trace back to the
+// uniform. lavapipe specialises a shader to the values of uniforms that bound its loops
+// ("uniform inlining"), and for these kernels it kept doing so at every dispatch: a new LLVM
+// compile each time (10 ms per fused dispatch at N = 32 with Mesa's shader cache warm, 440 ms
+// per tiled dispatch with it off; the fused path then ran 10-100x slower than it does).
+var<private> p: Params;
+
+// Every entry point starts here. The condition always holds (a dispatch has a workgroup), but
+// no compiler can know it, so p is not a plain uniform load.
+fn load_params(nwg: vec3<u32>) {
+    if (nwg.x != 0u) {
+        p = params;
+    }
+}
 @group(0) @binding(1) var<storage, read_write> gv: array<f32>;
 @group(0) @binding(2) var<storage, read_write> gu: array<f32>;
 @group(0) @binding(3) var<storage, read_write> scalar: array<f32>;
@@ -588,6 +602,7 @@ fn gradients(lid: u32, side: u32) {
 @compute @workgroup_size(WG)
 fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     let base = wid.x * p.region;
     at = Layout(base + p.nrm, base + p.lse, base + p.term, base + p.dots, base + p.mat);
     inverse_norms(lid);
@@ -614,13 +629,16 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn normalize_embeddings(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     normalize_rows(lid, wid.x + wid.y * nwg.x, nwg.x * nwg.y);
 }
 
 // Grid (column tile, row tile) of S: partial log-sum-exps of each row over this tile's
 // columns into prow[column tile], of each column over its rows into pcol[row tile].
 @compute @workgroup_size(WG)
-fn lse_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn lse_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     let n = p.n;
     let n0 = wid.x * TILE;
     let m0 = wid.y * TILE;
@@ -677,6 +695,7 @@ fn combine_partials(lid: u32, parts: array<vec2<f32>, 4>, slot: u32, valid: bool
 @compute @workgroup_size(WG)
 fn lse_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     let n = p.n;
     let i = linear_id(wid, nwg, lid);
     if (i >= n) {
@@ -699,7 +718,8 @@ fn lse_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // One workgroup: the mean of the loss terms.
 @compute @workgroup_size(WG)
-fn loss_sum(@builtin(local_invocation_index) lid: u32) {
+fn loss_sum(@builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     var total = 0.0;
     for (var i = lid; i < p.n; i += WG) {
         total += scratch[p.term + i];
@@ -712,7 +732,9 @@ fn loss_sum(@builtin(local_invocation_index) lid: u32) {
 
 // Grid (column tile, row tile of the chunk): dC for rows r0 .. r0 + rows, S recomputed.
 @compute @workgroup_size(WG)
-fn dscores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn dscores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     let n = p.n;
     let n0 = wid.x * TILE;
     let m0 = wid.y * TILE;
@@ -730,7 +752,9 @@ fn dscores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 
 // Grid (column tile of d, row tile of the chunk): dv' = dC[chunk] u'.
 @compute @workgroup_size(WG)
-fn grad_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn grad_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     let n0 = wid.x * TILE;
     let m0 = wid.y * TILE;
     let acc = tile_product(Operand(p.mat, p.n, 1u, p.rows), cols_u(), p.n, m0, n0, lid);
@@ -739,7 +763,9 @@ fn grad_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 
 // Grid (column tile of d, row tile of N): du' (+)= dC[chunk]^T v'[chunk].
 @compute @workgroup_size(WG)
-fn grad_u(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn grad_u(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     let n0 = wid.x * TILE;
     let m0 = wid.y * TILE;
     let acc = tile_product(Operand(p.mat, 1u, p.n, p.n), cols_v(p.r0), p.rows, m0, n0, lid);
@@ -749,17 +775,26 @@ fn grad_u(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 @compute @workgroup_size(WG)
 fn project(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
+    load_params(nwg);
     project_rows(lid, wid.x + wid.y * nwg.x, nwg.x * nwg.y);
 }
+
+// Elements of each gradient that one invocation of scale_grads scales: few workgroups, whose
+// start-up costs more than the work on a CPU adapter.
+const SCALE_PER_INVOCATION: u32 = 16u;
 
 // The backward: the kept gradients times the loss's incoming gradient (in `scalar`), in place.
 @compute @workgroup_size(WG)
 fn scale_grads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let e = linear_id(wid, nwg, lid);
-    if (e < p.n * p.d) {
-        let g = scalar[0];
-        gv[e] *= g;
-        gu[e] *= g;
+    load_params(nwg);
+    let g = scalar[0];
+    let first = (wid.x + wid.y * nwg.x) * WG * SCALE_PER_INVOCATION + lid;
+    for (var i = 0u; i < SCALE_PER_INVOCATION; i++) {
+        let e = first + i * WG;
+        if (e < p.n * p.d) {
+            gv[e] *= g;
+            gu[e] *= g;
+        }
     }
 }

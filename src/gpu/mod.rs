@@ -47,6 +47,9 @@ pub struct GpuOptions {
     /// [`LLVMPIPE_LOOP_LIMIT`] on CPU adapters, unlimited elsewhere. Tests set it to reach the
     /// split and the unsplit paths on any adapter.
     pub loop_budget: Option<usize>,
+    /// Leave subgroup operations off even where the adapter has them (tests reach the
+    /// portable kernels this way on any adapter).
+    pub no_subgroups: bool,
 }
 
 impl GpuOptions {
@@ -135,7 +138,10 @@ impl Gpu {
     pub fn new(opts: GpuOptions) -> Result<Arc<Gpu>> {
         let (_instance, adapter) = adapter::choose(&opts.adapter)?;
         let info = adapter.get_info();
-        let features = adapter::wanted_features(&adapter);
+        let mut features = adapter::wanted_features(&adapter);
+        if opts.no_subgroups {
+            features.remove(wgpu::Features::SUBGROUP);
+        }
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("convirt"),
@@ -239,6 +245,14 @@ impl Gpu {
     /// True for software adapters (lavapipe, WARP, SwiftShader), whose best kernels differ.
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// The number of lanes in every subgroup, where subgroup operations are enabled and the
+    /// adapter runs subgroups of one size only (llvmpipe: 8); kernels written for that size
+    /// use it, the others run their portable form.
+    pub fn subgroup_size(&self) -> Option<u32> {
+        let (min, max) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        (self.features.contains(wgpu::Features::SUBGROUP) && min == max).then_some(min)
     }
 
     /// Loop iterations that one invocation of a kernel may run, all its loops together:

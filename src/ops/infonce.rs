@@ -13,9 +13,22 @@ pub const SHADER: ShaderSource = ShaderSource {
     wgsl: include_str!("../../shaders/infonce.wgsl"),
 };
 
+/// The same kernels plus the fused path for CPU adapters with subgroups of 8 lanes
+/// (`shaders/infonce_subgroup.wgsl`, which needs the subgroup feature to compile).
+pub const SUBGROUP_SHADER: ShaderSource = ShaderSource {
+    name: "infonce_subgroup",
+    wgsl: concat!(
+        include_str!("../../shaders/infonce.wgsl"),
+        include_str!("../../shaders/infonce_subgroup.wgsl")
+    ),
+};
+
 /// Invocations per workgroup of the tiled path (the shader's `WG` at its default `SIDE` of 16:
 /// 16 x 16, a 4 x 4 block each of a 64 x 64 tile).
 const WG: u32 = 256;
+/// Elements of each gradient one invocation of the backward scales (the shader's
+/// `SCALE_PER_INVOCATION`).
+const SCALE_PER_INVOCATION: u32 = 16;
 /// Invocations that share a row in the row-wise kernels (the shader's `LANES`).
 const LANES: u32 = 32;
 /// Rows and columns of a tile of S (the shader's `TILE`).
@@ -24,8 +37,9 @@ const TILE: usize = 64;
 /// tiled path spreads the O(N^2 d) work over many workgroups.
 ///
 /// The fused path runs on two compute units at most, so this trades launches for parallelism.
-/// Measured forward + backward at d = 512 (kernel time): on llvmpipe the fused path beats the
-/// tiled one at N = 32 (0.85-0.91 vs 8.6-8.8 ms) and at N = 256 (42-43 vs 46 ms). On an H100
+/// Measured forward + backward at d = 512 (kernel time): on llvmpipe the fused path (subgroup
+/// form) beats the tiled one at N = 32 (0.57-0.77 vs 5.5 ms) and at N = 256 (14-15 vs 43-45
+/// ms). On an H100
 /// the tiled path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall time) and 16x ahead at
 /// N = 256 (0.27 vs 4.2 ms), measured with the fused path's earlier one-workgroup form. 1024
 /// is the limit the engine was asked for; GPU runs with large batches want it lower.
@@ -228,6 +242,7 @@ pub fn infonce_with(
         (u.buffer(), Access::Read),
     ];
     let tk = k_step(gpu);
+    let subgroups = uses_subgroups(gpu);
     let launch = |entry: &'static str,
                   name: &'static str,
                   p: &Params,
@@ -239,7 +254,7 @@ pub fn infonce_with(
         overrides.extend_from_slice(extra);
         gpu.dispatch(&Dispatch {
             kernel: Kernel {
-                shader: SHADER,
+                shader: if subgroups { SUBGROUP_SHADER } else { SHADER },
                 entry,
                 overrides: &overrides,
             },
@@ -256,7 +271,7 @@ pub fn infonce_with(
     if fused {
         let products = if want_grad { 3 } else { 1 };
         launch(
-            "fused",
+            if subgroups { "fused_subgroup" } else { "fused" },
             "infonce_fused",
             &params,
             &[
@@ -378,7 +393,7 @@ pub fn infonce_with(
                 (gu.buffer(), Access::ReadWrite),
                 (g.buffer(), Access::ReadWrite),
             ],
-            workgroups: gpu.grid(nd.div_ceil(WG as usize) as u32),
+            workgroups: gpu.grid(nd.div_ceil((WG * SCALE_PER_INVOCATION) as usize) as u32),
             flops: 2 * nd as u64,
             bytes: 16 * nd as u64,
         })?;
@@ -393,25 +408,40 @@ pub fn infonce_with(
 /// against 1.2 ms with 64 invocations). 16 elsewhere (256 invocations).
 fn fused_side(gpu: &Gpu, n: usize, d: usize) -> Option<u32> {
     let sides: &[usize] = if gpu.is_cpu() { &[4, 8, 16] } else { &[16] };
+    let subgroups = uses_subgroups(gpu);
     sides
         .iter()
-        .find(|&&side| fused_loop_iterations(n, d, side * side) <= gpu.loop_budget())
+        .find(|&&side| fused_loop_iterations(n, d, side * side, subgroups) <= gpu.loop_budget())
         .map(|&side| side as u32)
+}
+
+/// Whether the fused path runs its subgroup form (`fused_subgroup`): on CPU adapters whose
+/// subgroups are all 8 lanes, the size it is written for and where it was measured faster.
+fn uses_subgroups(gpu: &Gpu) -> bool {
+    gpu.is_cpu() && gpu.subgroup_size() == Some(8)
 }
 
 /// Loop iterations of one invocation of the fused kernel with `wg` invocations per workgroup
 /// (every loop, inner ones included, phase by phase as in the shader; the workgroup that
-/// computes the loss adds the serial sum).
-fn fused_loop_iterations(n: usize, d: usize, wg: usize) -> usize {
+/// computes the loss adds the serial sum), in its portable or its subgroup form.
+fn fused_loop_iterations(n: usize, d: usize, wg: usize, subgroups: bool) -> usize {
     let rounds = |items: usize| items.div_ceil(wg);
-    let (blocks, d4) = (n.div_ceil(4), d.div_ceil(4));
+    let d4 = d.div_ceil(4);
+    let norms_lse_weights = rounds(2 * n) * d4 + 2 * rounds(2 * n) * n + 2 * n;
+    if subgroups {
+        // Each subgroup of 8 takes 16 x 16 blocks of P, then 8 rows by 32 columns of a
+        // gradient; a block's stores loop 2 x (4 + 16) times, a gradient tile's too.
+        let per_subgroup = |items: usize| items.div_ceil(wg / 8);
+        let store = 40;
+        let (blocks, row_blocks) = (n.div_ceil(16), n.div_ceil(8));
+        return norms_lse_weights
+            + per_subgroup(blocks * blocks) * (d4 + store)
+            + per_subgroup(row_blocks * d.div_ceil(32)) * (row_blocks + store);
+    }
+    let blocks = n.div_ceil(4);
     // A block's stores: 4 columns x 4 rows (and the outer loop's own iterations).
     let store = 20;
-    rounds(2 * n) * d4
-        + rounds(blocks * blocks) * (d4 + store)
-        + 2 * rounds(2 * n) * n
-        + 2 * n
-        + rounds(blocks * d4) * (n + store)
+    norms_lse_weights + rounds(blocks * blocks) * (d4 + store) + rounds(blocks * d4) * (n + store)
 }
 
 /// Rows of dC per chunk of the tiled path: as many as the scratch budget allows (whole tiles),

@@ -50,6 +50,12 @@ pub fn all_shaders() -> Vec<ShaderSource> {
     all
 }
 
+/// The shaders compiled only where the adapter has subgroups (they use subgroup operations;
+/// every one has a portable counterpart in [`all_shaders`]).
+pub fn subgroup_shaders() -> Vec<ShaderSource> {
+    vec![infonce::SUBGROUP_SHADER]
+}
+
 pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
         return Err(Error::Shape {

@@ -1,0 +1,185 @@
+
+// ---- The fused path on CPU adapters with subgroups of 8 lanes. ----
+//
+// The host appends this to infonce.wgsl and compiles the pair only where the adapter runs
+// subgroups of exactly 8 lanes (llvmpipe: one lane per element of its 256-bit SIMD registers),
+// so the portable kernels above never need the subgroup feature. The norms, log-sum-exps and
+// weights phases are the portable ones; the two O(N^2 d) product phases are rewritten.
+//
+// Why: llvmpipe gathers every load lane by lane. Measured there, a loop of eight vec4 FMAs and
+// one vec4 load runs at half the speed of the same loop without the load, while a subgroup
+// broadcast is a register permute and costs next to nothing. So the 8 lanes of a subgroup load
+// disjoint rows once and hand them to each other: the cosines load 4x fewer vec4s per product
+// than the portable phase, the gradients about 5x fewer.
+//
+// Control flow stays uniform in every subgroup (trip counts depend on subgroup ids only,
+// indices are clamped and stores masked), so all 8 lanes take part in every broadcast.
+
+const SUBGROUP: u32 = 8u;
+
+// P = v' u'^T into the matrix region, a 16 x 16 block per subgroup at a time. Lane l loads
+// rows i0 + l and i0 + 8 + l of v and j0 + l and j0 + 8 + l of u (4 vec4 per step of 4 along
+// d) and computes its two rows of the block against all 16 columns, the u rows broadcast.
+fn cosines_sg(lane: u32, sg: u32, groups: u32) {
+    let n = p.n;
+    let nb = (n + 15u) / 16u;
+    for (var t0 = 0u; t0 < nb * nb; t0 += groups) {
+        let t = min(t0 + sg, nb * nb - 1u);
+        let i0 = (t / nb) * 16u;
+        let j0 = (t % nb) * 16u;
+        let ov = min(vec2<u32>(i0 + lane, i0 + 8u + lane), vec2<u32>(n - 1u)) * p.d;
+        let ou = min(vec2<u32>(j0 + lane, j0 + 8u + lane), vec2<u32>(n - 1u)) * p.d;
+        // lo_g / hi_g: this lane's first / second row against columns j0 + 4g .. j0 + 4g + 3.
+        var lo_0 = vec4<f32>(); var lo_1 = vec4<f32>(); var lo_2 = vec4<f32>(); var lo_3 = vec4<f32>();
+        var hi_0 = vec4<f32>(); var hi_1 = vec4<f32>(); var hi_2 = vec4<f32>(); var hi_3 = vec4<f32>();
+        for (var k = 0u; k < p.d; k += 4u) {
+            let x0 = v_at4(ov.x, k);
+            let x1 = v_at4(ov.y, k);
+            let y0 = u_at4(ou.x, k);
+            let y1 = u_at4(ou.y, k);
+            // x * c: component a is the dot product of x with column a of c (a row of u).
+            var c = mat4x4<f32>(subgroupBroadcast(y0, 0u), subgroupBroadcast(y0, 1u), subgroupBroadcast(y0, 2u), subgroupBroadcast(y0, 3u));
+            lo_0 += x0 * c;
+            hi_0 += x1 * c;
+            c = mat4x4<f32>(subgroupBroadcast(y0, 4u), subgroupBroadcast(y0, 5u), subgroupBroadcast(y0, 6u), subgroupBroadcast(y0, 7u));
+            lo_1 += x0 * c;
+            hi_1 += x1 * c;
+            c = mat4x4<f32>(subgroupBroadcast(y1, 0u), subgroupBroadcast(y1, 1u), subgroupBroadcast(y1, 2u), subgroupBroadcast(y1, 3u));
+            lo_2 += x0 * c;
+            hi_2 += x1 * c;
+            c = mat4x4<f32>(subgroupBroadcast(y1, 4u), subgroupBroadcast(y1, 5u), subgroupBroadcast(y1, 6u), subgroupBroadcast(y1, 7u));
+            lo_3 += x0 * c;
+            hi_3 += x1 * c;
+        }
+        if (t0 + sg < nb * nb) {
+            store_cosines(i0 + lane, j0, lo_0, lo_1, lo_2, lo_3);
+            store_cosines(i0 + 8u + lane, j0, hi_0, hi_1, hi_2, hi_3);
+        }
+    }
+}
+
+// Row i of P over columns j0 .. j0 + 15 (given as four vec4s of unscaled dot products).
+fn store_cosines(i: u32, j0: u32, d0: vec4<f32>, d1: vec4<f32>, d2: vec4<f32>, d3: vec4<f32>) {
+    let n = p.n;
+    if (i >= n) {
+        return;
+    }
+    let dots = mat4x4<f32>(d0, d1, d2, d3);
+    let row_norm = scratch[at.nrm + i];
+    for (var g = 0u; g < 4u; g++) {
+        for (var c = 0u; c < 4u; c++) {
+            let j = j0 + 4u * g + c;
+            if (j < n) {
+                scratch[at.mat + i * n + j] = dots[g][c] * row_norm * scratch[at.nrm + n + j];
+            }
+        }
+    }
+}
+
+// One summed index m of the gradients: the row of the summed operand (u for dv, v for du) at
+// columns k .. k + 3 times the broadcast weights of the subgroup's 8 output rows.
+fn gradient_step(side: u32, m: u32, k: u32, wa: vec4<f32>, wb: vec4<f32>,
+                 acc_a: ptr<function, mat4x4<f32>>, acc_b: ptr<function, mat4x4<f32>>) {
+    var y: vec4<f32>;
+    // Uniform in the workgroup: one load, not both.
+    if (side == 0u) {
+        y = u_at4(m * p.d, k);
+    } else {
+        y = v_at4(m * p.d, k);
+    }
+    *acc_a += mat4x4<f32>(y * wa.x, y * wa.y, y * wa.z, y * wa.w);
+    *acc_b += mat4x4<f32>(y * wb.x, y * wb.y, y * wb.z, y * wb.w);
+}
+
+// dv (side 0) and du (side 1), 8 rows by 32 columns per subgroup at a time: lane l owns
+// columns k .. k + 3 with k = 4l, and loads the weights of the 8 rows for summed index m0 + l;
+// the weights of every m reach all lanes by broadcast.
+fn gradients_sg(lane: u32, sg: u32, groups: u32, side: u32) {
+    let n = p.n;
+    let nb = (n + 7u) / 8u;
+    let nc = (p.d + 31u) / 32u;
+    let w = at.mat + n * n;
+    // W element (output row i, summed index m) at w + i * rs + m * cs.
+    let rs = select(1u, n, side == 0u);
+    let cs = select(n, 1u, side == 0u);
+    // The last step of 4 inside a row: lanes past d read it (and store nothing).
+    let k_last = ((p.d - 1u) / 4u) * 4u;
+    for (var t0 = 0u; t0 < nb * nc; t0 += groups) {
+        let t = min(t0 + sg, nb * nc - 1u);
+        let i0 = (t / nc) * 8u;
+        let k = (t % nc) * 32u + 4u * lane;
+        let kl = min(k, k_last);
+        let ra = min(vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(n - 1u)) * rs;
+        let rb = min(vec4<u32>(i0 + 4u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(n - 1u)) * rs;
+        var acc_a = mat4x4<f32>();
+        var acc_b = mat4x4<f32>();
+        for (var m0 = 0u; m0 < n; m0 += SUBGROUP) {
+            let m = min(m0 + lane, n - 1u);
+            let wm = w + m * cs;
+            let live = m0 + lane < n;
+            let wa = select(vec4<f32>(), vec4<f32>(scratch[wm + ra.x], scratch[wm + ra.y], scratch[wm + ra.z], scratch[wm + ra.w]), live);
+            let wb = select(vec4<f32>(), vec4<f32>(scratch[wm + rb.x], scratch[wm + rb.y], scratch[wm + rb.z], scratch[wm + rb.w]), live);
+            // Summed indices past N have zero weights; their rows are clamped to the last.
+            let last = n - 1u;
+            gradient_step(side, min(m0, last), kl, subgroupBroadcast(wa, 0u), subgroupBroadcast(wb, 0u), &acc_a, &acc_b);
+            gradient_step(side, min(m0 + 1u, last), kl, subgroupBroadcast(wa, 1u), subgroupBroadcast(wb, 1u), &acc_a, &acc_b);
+            gradient_step(side, min(m0 + 2u, last), kl, subgroupBroadcast(wa, 2u), subgroupBroadcast(wb, 2u), &acc_a, &acc_b);
+            gradient_step(side, min(m0 + 3u, last), kl, subgroupBroadcast(wa, 3u), subgroupBroadcast(wb, 3u), &acc_a, &acc_b);
+            gradient_step(side, min(m0 + 4u, last), kl, subgroupBroadcast(wa, 4u), subgroupBroadcast(wb, 4u), &acc_a, &acc_b);
+            gradient_step(side, min(m0 + 5u, last), kl, subgroupBroadcast(wa, 5u), subgroupBroadcast(wb, 5u), &acc_a, &acc_b);
+            gradient_step(side, min(m0 + 6u, last), kl, subgroupBroadcast(wa, 6u), subgroupBroadcast(wb, 6u), &acc_a, &acc_b);
+            gradient_step(side, min(m0 + 7u, last), kl, subgroupBroadcast(wa, 7u), subgroupBroadcast(wb, 7u), &acc_a, &acc_b);
+        }
+        if (t0 + sg < nb * nc && k < p.d) {
+            store_gradient_rows(side, i0, k, acc_a);
+            store_gradient_rows(side, i0 + 4u, k, acc_b);
+        }
+    }
+}
+
+// Rows i0 .. i0 + 3 of dv or du at columns k .. k + 3 (column a of acc is row i0 + a):
+// sum_m W u_m minus the projection that the normalisation removes.
+fn store_gradient_rows(side: u32, i0: u32, k: u32, acc: mat4x4<f32>) {
+    let n = p.n;
+    let own = side * n;
+    for (var a = 0u; a < 4u; a++) {
+        let i = i0 + a;
+        if (i < n) {
+            let inv_norm = scratch[at.nrm + own + i];
+            let g = acc[a] - embedding4(own + i, k) * (scratch[at.dots + own + i] * inv_norm * inv_norm);
+            for (var c = 0u; c < 4u; c++) {
+                if (k + c < p.d) {
+                    let o = i * p.d + k + c;
+                    if (side == 0u) {
+                        gv[o] = g[c];
+                    } else {
+                        gu[o] = g[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn fused_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32,
+                  @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_id) sg: u32,
+                  @builtin(num_subgroups) groups: u32) {
+    load_params(nwg);
+    let base = wid.x * p.region;
+    at = Layout(base + p.nrm, base + p.lse, base + p.term, base + p.dots, base + p.mat);
+    inverse_norms(lid);
+    storageBarrier();
+    cosines_sg(lane, sg, groups);
+    storageBarrier();
+    row_and_column_lse(lid);
+    storageBarrier();
+    weights_and_projections(lid, wid.x == 0u);
+    if (GRAD) {
+        storageBarrier();
+        for (var side = wid.x; side < 2u; side += nwg.x) {
+            gradients_sg(lane, sg, groups, side);
+        }
+    }
+}
