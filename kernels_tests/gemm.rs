@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use convirt::reference::{self, GemmDims};
-use convirt::{Activation, GemmOptions, Tensor};
+use convirt::{Activation, GemmOptions, Gpu, Tensor};
+use std::sync::Arc;
 
 fn dims(batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GemmDims {
     GemmDims {
@@ -27,13 +28,18 @@ fn shape(batch: usize, rows: usize, cols: usize, batched: bool) -> Vec<usize> {
 
 /// op(A) op(B) on the GPU and in the reference; returns the relative error.
 fn run(d: GemmDims, seed: u64) -> f64 {
+    run_on(&gpu(), d, seed)
+}
+
+fn run_on(gpu: &Arc<Gpu>, d: GemmDims, seed: u64) -> f64 {
     let mut rng = Rng::new(seed);
     let a = rng.vec(if d.a_batched { d.batch } else { 1 } * d.m * d.k, -1.0, 1.0);
     let b = rng.vec(if d.b_batched { d.batch } else { 1 } * d.k * d.n, -1.0, 1.0);
     let (ar, ac) = if d.trans_a { (d.k, d.m) } else { (d.m, d.k) };
     let (br, bc) = if d.trans_b { (d.n, d.k) } else { (d.k, d.n) };
-    let ta = upload(&a, &shape(d.batch, ar, ac, d.a_batched));
-    let tb = upload(&b, &shape(d.batch, br, bc, d.b_batched));
+    let up = |x: &[f64], shape: &[usize]| Tensor::from_slice(gpu, &to_f32(x), shape).unwrap();
+    let ta = up(&a, &shape(d.batch, ar, ac, d.a_batched));
+    let tb = up(&b, &shape(d.batch, br, bc, d.b_batched));
     let o = GemmOptions {
         trans_a: d.trans_a,
         trans_b: d.trans_b,
@@ -64,6 +70,26 @@ fn gemm_all_layouts_awkward_sizes() {
             assert!(
                 e < 1e-5,
                 "gemm {m}x{n}x{k} trans_a={ta} trans_b={tb}: relative error {e:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_portable_form_where_a_subgroup_form_exists() {
+    // The test device takes the subgroup form on llvmpipe (every test here checks it); the
+    // portable one, every GPU's, is checked on a device with subgroups off: both tilings,
+    // every layout, vec4 and scalar reads, a partial last step along K.
+    let gpu = gpu_without_subgroups();
+    for (i, &(m, n, k)) in [(7, 513, 129), (130, 257, 300), (33, 65, 17)]
+        .iter()
+        .enumerate()
+    {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let e = run_on(&gpu, dims(1, m, n, k, ta, tb), i as u64);
+            assert!(
+                e < 1e-5,
+                "portable gemm {m}x{n}x{k} trans_a={ta} trans_b={tb}: relative error {e:.2e}"
             );
         }
     }

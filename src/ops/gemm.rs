@@ -11,6 +11,12 @@ use crate::tensor::{DType, Tensor};
 
 /// The GEMM template (the 1 x 1 block kernel); [`shader`] unrolls it for a tiling.
 const TEMPLATE: &str = include_str!("../../shaders/gemm.wgsl");
+/// The same with `gemm_subgroup`, the form for CPU adapters with subgroups of 8 lanes
+/// (`shaders/gemm_subgroup.wgsl`, which needs the subgroup feature to compile).
+const SUBGROUP_TEMPLATE: &str = concat!(
+    include_str!("../../shaders/gemm.wgsl"),
+    include_str!("../../shaders/gemm_subgroup.wgsl")
+);
 const ERF: &str = include_str!("../../shaders/common/erf.wgsl");
 
 /// Activation applied in the GEMM's epilogue.
@@ -118,6 +124,20 @@ pub fn shader(t: GemmTiling) -> ShaderSource {
         name: format!("gemm_{}x{}", t.block_r, t.block_c),
         rows: ("BLOCK_R", t.block_r),
         cols: ("BLOCK_C", t.block_c),
+    })
+}
+
+/// The subgroup form of the GEMM for `t`, where this tiling has one (an even `block_r`: its
+/// blocks of rows go in pairs); its `BLOCK_R` counts the pairs.
+pub fn subgroup_shader(t: GemmTiling) -> Option<ShaderSource> {
+    (t.block_r % 2 == 0).then(|| {
+        unrolled(Unroll {
+            template: SUBGROUP_TEMPLATE,
+            suffix: ERF,
+            name: format!("gemm_subgroup_{}x{}", t.block_r, t.block_c),
+            rows: ("BLOCK_R", t.block_r / 2),
+            cols: ("BLOCK_C", t.block_c),
+        })
     })
 }
 
@@ -237,6 +257,11 @@ fn launch(
         (true, false) => "gemm_tn",
         (true, true) => "gemm_tt",
     };
+    // On CPU adapters with subgroups of 8 lanes the subgroup form shares the loads of A.
+    let (shader, entry) = match subgroup_shader(t) {
+        Some(s) if gpu.is_cpu() && gpu.subgroup_size() == Some(8) => (s, "gemm_subgroup"),
+        _ => (shader(t), "gemm"),
+    };
     let slice = k_slice(gpu, p.k);
     // K = 0 still writes C (beta C0, the bias, the activation).
     let starts: Vec<usize> = (0..p.k.max(1)).step_by(slice).collect();
@@ -255,8 +280,8 @@ fn launch(
         let bytes = 4 * (p.batch * (p.m * len + len * p.n + p.m * p.n)) as u64;
         gpu.dispatch(&Dispatch {
             kernel: Kernel {
-                shader: shader(t),
-                entry: "gemm",
+                shader,
+                entry,
                 overrides: &[
                     ("WG", t.wg as f64),
                     ("VEC4", vec4 as u8 as f64),

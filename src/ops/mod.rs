@@ -53,7 +53,13 @@ pub fn all_shaders() -> Vec<ShaderSource> {
 /// The shaders compiled only where the adapter has subgroups (they use subgroup operations;
 /// every one has a portable counterpart in [`all_shaders`]).
 pub fn subgroup_shaders() -> Vec<ShaderSource> {
-    vec![infonce::SUBGROUP_SHADER]
+    let mut all = vec![infonce::SUBGROUP_SHADER];
+    all.extend(
+        gemm::GemmTiling::ALL
+            .into_iter()
+            .filter_map(gemm::subgroup_shader),
+    );
+    all
 }
 
 pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
