@@ -130,7 +130,7 @@ pub fn shader(t: GemmTiling) -> ShaderSource {
 /// The subgroup form of the GEMM for `t`, where this tiling has one (an even `block_r`: its
 /// blocks of rows go in pairs); its `BLOCK_R` counts the pairs.
 pub fn subgroup_shader(t: GemmTiling) -> Option<ShaderSource> {
-    (t.block_r % 2 == 0).then(|| {
+    t.block_r.is_multiple_of(2).then(|| {
         unrolled(Unroll {
             template: SUBGROUP_TEMPLATE,
             suffix: ERF,
