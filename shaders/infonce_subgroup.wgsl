@@ -17,9 +17,10 @@
 
 const SUBGROUP: u32 = 8u;
 
-// P = v' u'^T into the matrix region, a 16 x 16 block per subgroup at a time. Lane l loads
-// rows i0 + l and i0 + 8 + l of v and j0 + l and j0 + 8 + l of u (4 vec4 per step of 4 along
-// d) and computes its two rows of the block against all 16 columns, the u rows broadcast.
+// P = v' u'^T into the matrix region, a 16 x 16 block per subgroup at a time, and the inverse
+// norms on the way (no separate pass over v and u). Lane l loads rows i0 + l and i0 + 8 + l of
+// v and j0 + l and j0 + 8 + l of u (4 vec4 per step of 4 along d) and computes its two rows of
+// the block against all 16 columns, the u rows broadcast.
 fn cosines_sg(lane: u32, sg: u32, groups: u32) {
     let n = p.n;
     let nb = (n + 15u) / 16u;
@@ -32,11 +33,14 @@ fn cosines_sg(lane: u32, sg: u32, groups: u32) {
         // lo_g / hi_g: this lane's first / second row against columns j0 + 4g .. j0 + 4g + 3.
         var lo_0 = vec4<f32>(); var lo_1 = vec4<f32>(); var lo_2 = vec4<f32>(); var lo_3 = vec4<f32>();
         var hi_0 = vec4<f32>(); var hi_1 = vec4<f32>(); var hi_2 = vec4<f32>(); var hi_3 = vec4<f32>();
+        // Sums of squares of the four rows this lane loads.
+        var ss = mat4x4<f32>();
         for (var k = 0u; k < p.d; k += 4u) {
             let x0 = v_at4(ov.x, k);
             let x1 = v_at4(ov.y, k);
             let y0 = u_at4(ou.x, k);
             let y1 = u_at4(ou.y, k);
+            ss += mat4x4<f32>(x0 * x0, x1 * x1, y0 * y0, y1 * y1);
             // x * c: component a is the dot product of x with column a of c (a row of u).
             var c = mat4x4<f32>(subgroupBroadcast(y0, 0u), subgroupBroadcast(y0, 1u), subgroupBroadcast(y0, 2u), subgroupBroadcast(y0, 3u));
             lo_0 += x0 * c;
@@ -51,26 +55,43 @@ fn cosines_sg(lane: u32, sg: u32, groups: u32) {
             lo_3 += x0 * c;
             hi_3 += x1 * c;
         }
+        // F.normalize's clamp: a zero row stays zero instead of becoming NaN.
+        let ones = vec4<f32>(1.0);
+        let inv = 1.0 / max(sqrt(ones * ss), vec4<f32>(1e-12));
+        // The inverse norms of the 16 columns, from the lanes that loaded them.
+        let cu = mat4x4<f32>(
+            vec4<f32>(subgroupBroadcast(inv.z, 0u), subgroupBroadcast(inv.z, 1u), subgroupBroadcast(inv.z, 2u), subgroupBroadcast(inv.z, 3u)),
+            vec4<f32>(subgroupBroadcast(inv.z, 4u), subgroupBroadcast(inv.z, 5u), subgroupBroadcast(inv.z, 6u), subgroupBroadcast(inv.z, 7u)),
+            vec4<f32>(subgroupBroadcast(inv.w, 0u), subgroupBroadcast(inv.w, 1u), subgroupBroadcast(inv.w, 2u), subgroupBroadcast(inv.w, 3u)),
+            vec4<f32>(subgroupBroadcast(inv.w, 4u), subgroupBroadcast(inv.w, 5u), subgroupBroadcast(inv.w, 6u), subgroupBroadcast(inv.w, 7u)));
         if (t0 + sg < nb * nb) {
-            store_cosines(i0 + lane, j0, lo_0, lo_1, lo_2, lo_3);
-            store_cosines(i0 + 8u + lane, j0, hi_0, hi_1, hi_2, hi_3);
+            store_cosines(i0 + lane, j0, inv.x * mat4x4<f32>(lo_0 * cu[0], lo_1 * cu[1], lo_2 * cu[2], lo_3 * cu[3]));
+            store_cosines(i0 + 8u + lane, j0, inv.y * mat4x4<f32>(hi_0 * cu[0], hi_1 * cu[1], hi_2 * cu[2], hi_3 * cu[3]));
+            // The inverse norms for the later phases: v's from the first column of blocks,
+            // u's from the first row, so each is written once.
+            let rows = vec4<u32>(i0 + lane, i0 + 8u + lane, n + j0 + lane, n + j0 + 8u + lane);
+            let owner = vec4<bool>(j0 == 0u, j0 == 0u, i0 == 0u, i0 == 0u);
+            let inside = vec4<u32>(i0 + lane, i0 + 8u + lane, j0 + lane, j0 + 8u + lane) < vec4<u32>(n);
+            for (var r = 0u; r < 4u; r++) {
+                if (owner[r] && inside[r]) {
+                    scratch[at.nrm + rows[r]] = inv[r];
+                }
+            }
         }
     }
 }
 
-// Row i of P over columns j0 .. j0 + 15 (given as four vec4s of unscaled dot products).
-fn store_cosines(i: u32, j0: u32, d0: vec4<f32>, d1: vec4<f32>, d2: vec4<f32>, d3: vec4<f32>) {
+// Row i of P over columns j0 .. j0 + 15 (column 4g + c of the block in cosines[g][c]).
+fn store_cosines(i: u32, j0: u32, cosines: mat4x4<f32>) {
     let n = p.n;
     if (i >= n) {
         return;
     }
-    let dots = mat4x4<f32>(d0, d1, d2, d3);
-    let row_norm = scratch[at.nrm + i];
     for (var g = 0u; g < 4u; g++) {
         for (var c = 0u; c < 4u; c++) {
             let j = j0 + 4u * g + c;
             if (j < n) {
-                scratch[at.mat + i * n + j] = dots[g][c] * row_norm * scratch[at.nrm + n + j];
+                scratch[at.mat + i * n + j] = cosines[g][c];
             }
         }
     }
@@ -169,8 +190,6 @@ fn fused_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     load_params(nwg);
     let base = wid.x * p.region;
     at = Layout(base + p.nrm, base + p.lse, base + p.term, base + p.dots, base + p.mat);
-    inverse_norms(lid);
-    storageBarrier();
     cosines_sg(lane, sg, groups);
     storageBarrier();
     row_and_column_lse(lid);

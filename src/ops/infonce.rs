@@ -427,21 +427,24 @@ fn uses_subgroups(gpu: &Gpu) -> bool {
 fn fused_loop_iterations(n: usize, d: usize, wg: usize, subgroups: bool) -> usize {
     let rounds = |items: usize| items.div_ceil(wg);
     let d4 = d.div_ceil(4);
-    let norms_lse_weights = rounds(2 * n) * d4 + 2 * rounds(2 * n) * n + 2 * n;
+    let lse_weights = 2 * rounds(2 * n) * n + 2 * n;
     if subgroups {
-        // Each subgroup of 8 takes 16 x 16 blocks of P, then 8 rows by 32 columns of a
-        // gradient; a block's stores loop 2 x (4 + 16) times, a gradient tile's too.
+        // Each subgroup of 8 takes 16 x 16 blocks of P (the norms on the way), then 8 rows by
+        // 32 columns of a gradient; a block's stores loop 2 x (4 + 16) + 4 times, a gradient
+        // tile's 2 x (4 + 16).
         let per_subgroup = |items: usize| items.div_ceil(wg / 8);
-        let store = 40;
         let (blocks, row_blocks) = (n.div_ceil(16), n.div_ceil(8));
-        return norms_lse_weights
-            + per_subgroup(blocks * blocks) * (d4 + store)
-            + per_subgroup(row_blocks * d.div_ceil(32)) * (row_blocks + store);
+        return lse_weights
+            + per_subgroup(blocks * blocks) * (d4 + 44)
+            + per_subgroup(row_blocks * d.div_ceil(32)) * (row_blocks + 40);
     }
     let blocks = n.div_ceil(4);
     // A block's stores: 4 columns x 4 rows (and the outer loop's own iterations).
     let store = 20;
-    norms_lse_weights + rounds(blocks * blocks) * (d4 + store) + rounds(blocks * d4) * (n + store)
+    rounds(2 * n) * d4
+        + lse_weights
+        + rounds(blocks * blocks) * (d4 + store)
+        + rounds(blocks * d4) * (n + store)
 }
 
 /// Rows of dC per chunk of the tiled path: as many as the scratch budget allows (whole tiles),
