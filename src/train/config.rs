@@ -68,13 +68,13 @@ impl TrainConfig {
             weight_decay: 1e-6,
             tau: 0.1,
             lambda: 0.75,
-            steps: 160,
+            steps: 200,
             eval_every: 20,
-            checkpoint_every: 80,
+            checkpoint_every: 100,
             max_tokens: 48,
             clip_grad_norm: None,
             seed: 0,
-            // Drawn fresh rather than repeated: 160 steps see 5120 pairs.
+            // Drawn fresh rather than repeated: 200 steps see 6400 pairs.
             train_samples: 8192,
             val_samples: 128,
             vocab_size: 1000,
