@@ -579,19 +579,28 @@ fn gradients(lid: u32, side: u32) {
             acc[3] += y * scratch[wm + i.w * rs];
         }
         if (t0 + lid < nb * nc) {
-            let own = side * n;
-            for (var a = 0u; a < 4u; a++) {
-                let r = own + i[a];
-                let inv_norm = scratch[at.nrm + r];
-                let g = acc[a] - embedding4(r, k) * (scratch[at.dots + r] * inv_norm * inv_norm);
-                for (var c = 0u; c < 4u; c++) {
-                    if (i0 + a < n && k + c < p.d) {
-                        let o = (i0 + a) * p.d + k + c;
-                        if (side == 0u) {
-                            gv[o] = g[c];
-                        } else {
-                            gu[o] = g[c];
-                        }
+            store_gradient_rows(side, i0, k, acc);
+        }
+    }
+}
+
+// Rows i0 .. i0 + 3 of dv or du at columns k .. k + 3 (column a of acc is row i0 + a):
+// sum_m W u_m minus the projection that the normalisation removes.
+fn store_gradient_rows(side: u32, i0: u32, k: u32, acc: mat4x4<f32>) {
+    let n = p.n;
+    let own = side * n;
+    for (var a = 0u; a < 4u; a++) {
+        let i = i0 + a;
+        if (i < n) {
+            let inv_norm = scratch[at.nrm + own + i];
+            let g = acc[a] - embedding4(own + i, k) * (scratch[at.dots + own + i] * inv_norm * inv_norm);
+            for (var c = 0u; c < 4u; c++) {
+                if (k + c < p.d) {
+                    let o = i * p.d + k + c;
+                    if (side == 0u) {
+                        gv[o] = g[c];
+                    } else {
+                        gu[o] = g[c];
                     }
                 }
             }
@@ -599,12 +608,17 @@ fn gradients(lid: u32, side: u32) {
     }
 }
 
-@compute @workgroup_size(WG)
-fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
+// Every fused entry point starts here: the parameters, and workgroup wid's region of scratch.
+fn begin_fused(wid: vec3<u32>, nwg: vec3<u32>) {
     load_params(nwg);
     let base = wid.x * p.region;
     at = Layout(base + p.nrm, base + p.lse, base + p.term, base + p.dots, base + p.mat);
+}
+
+@compute @workgroup_size(WG)
+fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    begin_fused(wid, nwg);
     inverse_norms(lid);
     storageBarrier();
     cosines(lid);

@@ -158,38 +158,12 @@ fn gradients_sg(lane: u32, sg: u32, groups: u32, side: u32) {
     }
 }
 
-// Rows i0 .. i0 + 3 of dv or du at columns k .. k + 3 (column a of acc is row i0 + a):
-// sum_m W u_m minus the projection that the normalisation removes.
-fn store_gradient_rows(side: u32, i0: u32, k: u32, acc: mat4x4<f32>) {
-    let n = p.n;
-    let own = side * n;
-    for (var a = 0u; a < 4u; a++) {
-        let i = i0 + a;
-        if (i < n) {
-            let inv_norm = scratch[at.nrm + own + i];
-            let g = acc[a] - embedding4(own + i, k) * (scratch[at.dots + own + i] * inv_norm * inv_norm);
-            for (var c = 0u; c < 4u; c++) {
-                if (k + c < p.d) {
-                    let o = i * p.d + k + c;
-                    if (side == 0u) {
-                        gv[o] = g[c];
-                    } else {
-                        gu[o] = g[c];
-                    }
-                }
-            }
-        }
-    }
-}
-
 @compute @workgroup_size(WG)
 fn fused_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32,
                   @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_id) sg: u32,
                   @builtin(num_subgroups) groups: u32) {
-    load_params(nwg);
-    let base = wid.x * p.region;
-    at = Layout(base + p.nrm, base + p.lse, base + p.term, base + p.dots, base + p.mat);
+    begin_fused(wid, nwg);
     cosines_sg(lane, sg, groups);
     storageBarrier();
     row_and_column_lse(lid);

@@ -259,7 +259,7 @@ fn launch(
     };
     // On CPU adapters with subgroups of 8 lanes the subgroup form shares the loads of A.
     let (shader, entry) = match subgroup_shader(t) {
-        Some(s) if gpu.is_cpu() && gpu.subgroup_size() == Some(8) => (s, "gemm_subgroup"),
+        Some(s) if super::subgroup_forms(gpu) => (s, "gemm_subgroup"),
         _ => (shader(t), "gemm"),
     };
     let slice = k_slice(gpu, p.k);

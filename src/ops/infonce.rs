@@ -242,7 +242,7 @@ pub fn infonce_with(
         (u.buffer(), Access::Read),
     ];
     let tk = k_step(gpu);
-    let subgroups = uses_subgroups(gpu);
+    let subgroups = super::subgroup_forms(gpu);
     let launch = |entry: &'static str,
                   name: &'static str,
                   p: &Params,
@@ -408,17 +408,11 @@ pub fn infonce_with(
 /// against 1.2 ms with 64 invocations). 16 elsewhere (256 invocations).
 fn fused_side(gpu: &Gpu, n: usize, d: usize) -> Option<u32> {
     let sides: &[usize] = if gpu.is_cpu() { &[4, 8, 16] } else { &[16] };
-    let subgroups = uses_subgroups(gpu);
+    let subgroups = super::subgroup_forms(gpu);
     sides
         .iter()
         .find(|&&side| fused_loop_iterations(n, d, side * side, subgroups) <= gpu.loop_budget())
         .map(|&side| side as u32)
-}
-
-/// Whether the fused path runs its subgroup form (`fused_subgroup`): on CPU adapters whose
-/// subgroups are all 8 lanes, the size it is written for and where it was measured faster.
-fn uses_subgroups(gpu: &Gpu) -> bool {
-    gpu.is_cpu() && gpu.subgroup_size() == Some(8)
 }
 
 /// Loop iterations of one invocation of the fused kernel with `wg` invocations per workgroup

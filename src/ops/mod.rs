@@ -50,6 +50,13 @@ pub fn all_shaders() -> Vec<ShaderSource> {
     all
 }
 
+/// Whether kernels with a subgroup form use it: on CPU adapters (llvmpipe) whose subgroups are
+/// all 8 lanes, the size those forms are written for and where they were measured faster
+/// (there a load is gathered lane by lane, a subgroup broadcast is a register permute).
+pub(crate) fn subgroup_forms(gpu: &crate::gpu::Gpu) -> bool {
+    gpu.is_cpu() && gpu.subgroup_size() == Some(8)
+}
+
 /// The shaders compiled only where the adapter has subgroups (they use subgroup operations;
 /// every one has a portable counterpart in [`all_shaders`]).
 pub fn subgroup_shaders() -> Vec<ShaderSource> {
