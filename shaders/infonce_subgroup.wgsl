@@ -3,8 +3,9 @@
 //
 // The host appends this to infonce.wgsl and compiles the pair only where the adapter runs
 // subgroups of exactly 8 lanes (llvmpipe: one lane per element of its 256-bit SIMD registers),
-// so the portable kernels above never need the subgroup feature. The norms, log-sum-exps and
-// weights phases are the portable ones; the two O(N^2 d) product phases are rewritten.
+// so the portable kernels above never need the subgroup feature. The log-sum-exps and weights
+// phases are the portable ones; the two O(N^2 d) product phases are rewritten, and the first
+// of them computes the inverse norms too.
 //
 // Why: llvmpipe gathers every load lane by lane. Measured there, a loop of eight vec4 FMAs and
 // one vec4 load runs at half the speed of the same loop without the load, while a subgroup
