@@ -66,6 +66,7 @@ fn load_params(nwg: vec3<u32>) {
         p = params;
     }
 }
+
 @group(0) @binding(1) var<storage, read_write> gv: array<f32>;
 @group(0) @binding(2) var<storage, read_write> gu: array<f32>;
 @group(0) @binding(3) var<storage, read_write> scalar: array<f32>;
