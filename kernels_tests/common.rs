@@ -87,7 +87,12 @@ pub fn to_f32(v: &[f64]) -> Vec<f32> {
 }
 
 pub fn upload(v: &[f64], shape: &[usize]) -> Tensor {
-    Tensor::from_slice(&gpu(), &to_f32(v), shape).expect("upload")
+    upload_to(&gpu(), v, shape)
+}
+
+/// [`upload`] to a device of the test's own.
+pub fn upload_to(gpu: &Arc<Gpu>, v: &[f64], shape: &[usize]) -> Tensor {
+    Tensor::from_slice(gpu, &to_f32(v), shape).expect("upload")
 }
 
 /// Relative Frobenius error ||got - want|| / ||want|| (absolute when `want` is all zeros).

@@ -138,7 +138,7 @@ fn embedding_backward_split_and_unsplit() {
         let gpu = gpu_with_loop_budget(budget);
         let wt = Tensor::param(&gpu, &vec![0.5; vocab * dim], &[vocab, dim]).unwrap();
         let y = embedding(&wt, &ids, &[ids.len()]).unwrap();
-        let up = Tensor::from_slice(&gpu, &to_f32(&g), y.shape()).unwrap();
+        let up = upload_to(&gpu, &g, y.shape());
         y.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
         let got = wt.grad().unwrap().to_vec().unwrap();
         assert_close(

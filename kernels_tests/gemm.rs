@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use convirt::reference::{self, GemmDims};
-use convirt::{Activation, GemmOptions, Gpu, Tensor};
+use convirt::{Activation, GemmOptions, Gpu};
 use std::sync::Arc;
 
 fn dims(batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> GemmDims {
@@ -37,9 +37,8 @@ fn run_on(gpu: &Arc<Gpu>, d: GemmDims, seed: u64) -> f64 {
     let b = rng.vec(if d.b_batched { d.batch } else { 1 } * d.k * d.n, -1.0, 1.0);
     let (ar, ac) = if d.trans_a { (d.k, d.m) } else { (d.m, d.k) };
     let (br, bc) = if d.trans_b { (d.n, d.k) } else { (d.k, d.n) };
-    let up = |x: &[f64], shape: &[usize]| Tensor::from_slice(gpu, &to_f32(x), shape).unwrap();
-    let ta = up(&a, &shape(d.batch, ar, ac, d.a_batched));
-    let tb = up(&b, &shape(d.batch, br, bc, d.b_batched));
+    let ta = upload_to(gpu, &a, &shape(d.batch, ar, ac, d.a_batched));
+    let tb = upload_to(gpu, &b, &shape(d.batch, br, bc, d.b_batched));
     let o = GemmOptions {
         trans_a: d.trans_a,
         trans_b: d.trans_b,
@@ -189,7 +188,7 @@ fn gemm_k_slices_under_a_small_budget() {
     let mut rng = Rng::new(4);
     let (a, b) = (rng.vec(m * k, -1.0, 1.0), rng.vec(k * n, -1.0, 1.0));
     let (c0, bias) = (rng.vec(m * n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
-    let up = |v: &[f64], shape: &[usize]| Tensor::from_slice(&gpu, &to_f32(v), shape).unwrap();
+    let up = |v: &[f64], shape: &[usize]| upload_to(&gpu, v, shape);
     for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
         let o = GemmOptions {
             trans_a: ta,

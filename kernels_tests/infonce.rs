@@ -219,7 +219,7 @@ fn infonce_portable_fused_path_matches_reference() {
     let gpu = gpu_without_subgroups();
     for (n, d, tau, lambda) in [(1, 1, 0.1, 0.75), (3, 5, 0.5, 0.3), (33, 512, 0.01, 0.75)] {
         let (v, u) = pairs(n, d, (n * 17 + d) as u64);
-        let up = |x: &[f64]| Tensor::from_slice(&gpu, &to_f32(x), &[n, d]).unwrap();
+        let up = |x: &[f64]| upload_to(&gpu, x, &[n, d]);
         let want = reference::infonce(&v, &u, n, d, tau as f64, lambda as f64);
         let got = infonce_with(&up(&v), &up(&u), tau, lambda, InfoNcePath::Fused)
             .unwrap()
@@ -285,7 +285,7 @@ fn infonce_takes_the_tiled_path_where_the_fused_one_exceeds_the_loop_budget() {
     let gpu = gpu_with_loop_budget(300);
     let (n, d) = (32, 512);
     let (v, u) = pairs(n, d, 9);
-    let up = |x: &[f64]| Tensor::from_slice(&gpu, &to_f32(x), &[n, d]).unwrap();
+    let up = |x: &[f64]| upload_to(&gpu, x, &[n, d]);
     let want = reference::infonce(&v, &u, n, d, 0.1, 0.75);
     let got = infonce(&up(&v), &up(&u), 0.1, 0.75)
         .unwrap()

@@ -391,7 +391,9 @@ var<private> at: Layout;
 // 2.4 ms at N = 32). Measured there, and kept for that reason:
 // - every loop runs the same trip count in all invocations (indices clamped, stores masked),
 //   and blocks are 4 x 4: variants with per-invocation trip counts, or with 8 x 8 blocks
-//   (fewer loads per product), ran up to 50x slower and erratically, for reasons not found;
+//   (fewer loads per product), ran up to 50x slower and erratically when tried, before the
+//   per-dispatch recompiles that load_params prevents were found (the likely cause; they
+//   were not retried since);
 // - the hot loops read rows through offsets computed outside them: no integer division or
 //   choice of buffer per load;
 // - llvmpipe ends all loops of an invocation, silently, once they have run 65535 iterations

@@ -79,8 +79,8 @@ pub struct GemmTiling {
 }
 
 impl GemmTiling {
-    /// Tilings this build uses (all validated by the shader tests).
-    pub const ALL: [GemmTiling; 3] = [
+    /// The tilings of CPU adapters: big blocks, and small ones for small problems.
+    pub const CPU: [GemmTiling; 2] = [
         GemmTiling {
             wg: 16,
             block_r: 16,
@@ -91,17 +91,20 @@ impl GemmTiling {
             block_r: 2,
             block_c: 2,
         },
-        GemmTiling {
-            wg: 64,
-            block_r: 4,
-            block_c: 1,
-        },
     ];
+    /// The tiling of every other adapter.
+    pub const GPU: GemmTiling = GemmTiling {
+        wg: 64,
+        block_r: 4,
+        block_c: 1,
+    };
+    /// Tilings this build uses (all validated by the shader tests).
+    pub const ALL: [GemmTiling; 3] = [Self::CPU[0], Self::CPU[1], Self::GPU];
 
     pub fn choose(gpu: &Gpu, m: usize, n: usize) -> GemmTiling {
-        let [big, small, gpu_tiling] = GemmTiling::ALL;
+        let [big, small] = GemmTiling::CPU;
         if !gpu.is_cpu() {
-            gpu_tiling
+            GemmTiling::GPU
         } else if m >= big.tile_m() as usize && n >= big.tile_n() as usize {
             big
         } else {
@@ -266,8 +269,7 @@ fn launch(
     };
     let slice = k_slice(gpu, p.k);
     // K = 0 still writes C (beta C0, the bias, the activation).
-    let starts: Vec<usize> = (0..p.k.max(1)).step_by(slice).collect();
-    for k0 in starts {
+    for k0 in (0..p.k.max(1)).step_by(slice) {
         let len = slice.min(p.k - k0);
         let last = k0 + len == p.k;
         let sp = Params {

@@ -38,11 +38,11 @@ const TILE: usize = 64;
 ///
 /// The fused path runs on two compute units at most, so this trades launches for parallelism.
 /// Measured forward + backward at d = 512 (kernel time): on llvmpipe the fused path (subgroup
-/// form) beats the tiled one at N = 32 (0.57-0.77 vs 5.5 ms) and at N = 256 (14-15 vs 43-45
-/// ms). On an H100
-/// the tiled path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall time) and 16x ahead at
-/// N = 256 (0.27 vs 4.2 ms), measured with the fused path's earlier one-workgroup form. 1024
-/// is the limit the engine was asked for; GPU runs with large batches want it lower.
+/// form) beats the tiled one at N = 32 (0.56-0.64 vs 4.2-5.1 ms) and at N = 256 (13-15 vs
+/// 41-45 ms). On an H100 the tiled path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall
+/// time) and 16x ahead at N = 256 (0.27 vs 4.2 ms), measured with the fused path's earlier
+/// one-workgroup form. 1024 is the limit the engine was asked for; GPU runs with large
+/// batches want it lower.
 pub const FUSED_MAX_N: usize = 1024;
 
 /// Which kernels compute the loss: [`infonce`] takes `Auto`; the others force a path (tests

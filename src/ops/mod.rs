@@ -61,8 +61,9 @@ pub(crate) fn subgroup_forms(gpu: &crate::gpu::Gpu) -> bool {
 /// every one has a portable counterpart in [`all_shaders`]).
 pub fn subgroup_shaders() -> Vec<ShaderSource> {
     let mut all = vec![infonce::SUBGROUP_SHADER];
+    // Only CPU adapters take the subgroup forms, so only their tilings have one compiled.
     all.extend(
-        gemm::GemmTiling::ALL
+        gemm::GemmTiling::CPU
             .into_iter()
             .filter_map(gemm::subgroup_shader),
     );
