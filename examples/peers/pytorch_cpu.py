@@ -2,9 +2,9 @@
 peer columns of BENCHMARKS.md. Run it on the same machine, right after the bench, with as
 many threads as the machine has cores (2 on ours):
 
-    python3 examples/peers/pytorch_cpu.py [gemm|resnet|infonce|convirt|all] [--threads N]
+    python3 examples/peers/pytorch_cpu.py [gemm|resnet|bert|infonce|convirt|all] [--threads N]
 
-Needs torch (and torchvision for `resnet`); never run in CI. Prints one line per case:
+Needs torch (and torchvision for `resnet` and `convirt`); never run in CI. Prints one line per case:
 kernel, shape, median ms, GFLOP/s (or images/s).
 """
 import argparse
@@ -91,10 +91,59 @@ def infonce():
         print(f"infonce f+b   {n}x{d:<10} {ms:10.3f} ms {6 * n * n * d / ms / 1e6:9.1f} GFLOP/s")
 
 
+class BertBase:
+    """A BERT-base-sized encoder in plain torch layers (post-LN, GELU, 12 heads, dropout 0.1;
+    no `transformers` needed) with the embeddings and the first 6 layers frozen, as both the
+    `bert` and the `convirt` steps use it."""
+
+    def __init__(self, tokens):
+        import torch.nn as nn
+
+        hidden = 768
+        self.tokens = tokens
+        self.emb = nn.Embedding(28996, hidden)
+        self.pos = nn.Embedding(512, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(hidden, 12, 3072, dropout=0.1, activation="gelu", batch_first=True)
+            for _ in range(12)
+        )
+        for m in [self.emb, self.pos, self.norm, *self.layers[:6]]:
+            m.requires_grad_(False)
+
+    def trainable(self):
+        return [p for layer in self.layers[6:] for p in layer.parameters()]
+
+    def __call__(self, ids):
+        with torch.no_grad():
+            h = self.norm(self.emb(ids) + self.pos(torch.arange(self.tokens)))
+            for layer in self.layers[:6]:
+                h = layer(h)
+        for layer in self.layers[6:]:
+            h = layer(h)
+        return h
+
+
+def bert():
+    """`bench -- bert`'s step: BERT-base in training mode (dropout on) with the embeddings and
+    6 layers frozen, a weighted sum of the last hidden state, backward; batch 32."""
+    for tokens in (32, 128):
+        model = BertBase(tokens)
+        ids = torch.randint(0, 28996, (32, tokens))
+        w = torch.rand(32, tokens, 768)
+
+        def step():
+            for p in model.trainable():
+                p.grad = None
+            (model(ids) * w).sum().backward()
+
+        ms = median_ms(step, reps=3, warmup=1)
+        print(f"bert-base train step (6 frozen layers) batch 32 {tokens} tokens {ms / 1e3:8.2f} s")
+
+
 def convirt_step(tokens):
-    """The paper configuration's training step: ResNet-50 at 224 px and a BERT-base-sized
-    encoder (plain torch layers: post-LN, GELU, 12 heads; no `transformers` needed) with the
-    embeddings and 6 layers frozen, max-pool over tokens, the two projection heads, the loss,
+    """The paper configuration's training step: ResNet-50 at 224 px and BertBase, max-pool
+    over tokens, the two projection heads, the loss,
     backward and Adam, at batch 32 with `tokens` tokens per sentence."""
     import torch.nn as nn
     import torch.nn.functional as F
@@ -103,19 +152,12 @@ def convirt_step(tokens):
     n, hidden = 32, 768
     image = torchvision.models.resnet50()
     image.fc = nn.Identity()
-    emb = nn.Embedding(28996, hidden)
-    pos = nn.Embedding(512, hidden)
-    norm = nn.LayerNorm(hidden, eps=1e-12)
-    layers = nn.ModuleList(
-        nn.TransformerEncoderLayer(hidden, 12, 3072, dropout=0.1, activation="gelu", batch_first=True)
-        for _ in range(12)
-    )
-    for m in [emb, pos, norm, *layers[:6]]:
-        m.requires_grad_(False)
+    text = BertBase(tokens)
+
     def head(d):
         return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 512))
     image_head, text_head = head(2048), head(hidden)
-    params = [p for m in [image, *layers[6:], image_head, text_head] for p in m.parameters() if p.requires_grad]
+    params = [p for m in [image, image_head, text_head] for p in m.parameters()] + text.trainable()
     opt = torch.optim.Adam(params, lr=1e-4, weight_decay=1e-6)
     x = torch.rand(n, 3, 224, 224)
     ids = torch.randint(0, 28996, (n, tokens))
@@ -127,13 +169,7 @@ def convirt_step(tokens):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            h = norm(emb(ids) + pos(torch.arange(tokens)))
-            for layer in layers[:6]:
-                h = layer(h)
-        for layer in layers[6:]:
-            h = layer(h)
-        u = text_head(h.max(dim=1).values)
+        u = text_head(text(ids).max(dim=1).values)
         v = image_head(image(x))
         loss_fn(v, u).backward()
         opt.step()
@@ -144,7 +180,7 @@ def convirt_step(tokens):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("group", nargs="?", default="all", choices=["gemm", "resnet", "infonce", "convirt", "all"])
+    ap.add_argument("group", nargs="?", default="all", choices=["gemm", "resnet", "bert", "infonce", "convirt", "all"])
     ap.add_argument("--tokens", type=int, default=32, help="sentence length of the convirt step")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
@@ -154,6 +190,8 @@ def main():
         gemm()
     if a.group in ("resnet", "all"):
         resnet()
+    if a.group in ("bert", "all"):
+        bert()
     if a.group in ("infonce", "all"):
         infonce()
     if a.group in ("convirt", "all"):
