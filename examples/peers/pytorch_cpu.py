@@ -4,7 +4,7 @@ many threads as the machine has cores (2 on ours):
 
     python3 examples/peers/pytorch_cpu.py [gemm|resnet|bert|infonce|convirt|all] [--threads N]
 
-Needs torch (and torchvision for `resnet` and `convirt`); never run in CI. Prints one line per case:
+Needs torch (torchvision for `resnet` and `convirt`, transformers for `bert` and `convirt`); never run in CI. Prints one line per case:
 kernel, shape, median ms, GFLOP/s (or images/s).
 """
 import argparse
@@ -92,43 +92,29 @@ def infonce():
 
 
 class BertBase:
-    """A BERT-base-sized encoder in plain torch layers (post-LN, GELU, 12 heads, dropout 0.1;
-    no `transformers` needed) with the embeddings and the first 6 layers frozen, as both the
-    `bert` and the `convirt` steps use it."""
+    """Hugging Face's BertModel at BERT-base size (random weights from its default config, no
+    download), in training mode (dropout on), with the embeddings and the first 6 layers frozen,
+    as both the `bert` and the `convirt` steps use it."""
 
-    def __init__(self, tokens):
-        import torch.nn as nn
+    def __init__(self):
+        from transformers import BertConfig, BertModel
 
-        hidden = 768
-        self.tokens = tokens
-        self.emb = nn.Embedding(28996, hidden)
-        self.pos = nn.Embedding(512, hidden)
-        self.norm = nn.LayerNorm(hidden, eps=1e-12)
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(hidden, 12, 3072, dropout=0.1, activation="gelu", batch_first=True)
-            for _ in range(12)
-        )
-        for m in [self.emb, self.pos, self.norm, *self.layers[:6]]:
+        self.model = BertModel(BertConfig(vocab_size=28996), add_pooling_layer=False).train()
+        for m in [self.model.embeddings, *self.model.encoder.layer[:6]]:
             m.requires_grad_(False)
 
     def trainable(self):
-        return [p for layer in self.layers[6:] for p in layer.parameters()]
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def __call__(self, ids):
-        with torch.no_grad():
-            h = self.norm(self.emb(ids) + self.pos(torch.arange(self.tokens)))
-            for layer in self.layers[:6]:
-                h = layer(h)
-        for layer in self.layers[6:]:
-            h = layer(h)
-        return h
+        return self.model(input_ids=ids).last_hidden_state
 
 
 def bert():
     """`bench -- bert`'s step: BERT-base in training mode (dropout on) with the embeddings and
     6 layers frozen, a weighted sum of the last hidden state, backward; batch 32."""
     for tokens in (32, 128):
-        model = BertBase(tokens)
+        model = BertBase()
         ids = torch.randint(0, 28996, (32, tokens))
         w = torch.rand(32, tokens, 768)
 
@@ -152,7 +138,7 @@ def convirt_step(tokens):
     n, hidden = 32, 768
     image = torchvision.models.resnet50()
     image.fc = nn.Identity()
-    text = BertBase(tokens)
+    text = BertBase()
 
     def head(d):
         return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 512))
