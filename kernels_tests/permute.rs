@@ -29,6 +29,9 @@ fn permute_every_order() {
         // Rows of 32 or more take the row kernel: long last axes in every position.
         vec![3, 5, 2, 70],
         vec![2, 40, 33],
+        // ... and where the last axis stays last in rows of whole vec4s, the vec4 copy.
+        vec![3, 5, 36],
+        vec![2, 3, 2, 44],
     ] {
         let n: usize = shape.iter().product();
         let x = Rng::new(n as u64).vec(n, -1.0, 1.0);

@@ -5,6 +5,10 @@
 // with bc1 = 1 - b1^t, bc2 = 1 - b2^t computed by the host in f64: the order of torch's
 // single-tensor path, so results agree to rounding. m moves by lerp, as torch's does.
 //
+// Four elements per invocation, loaded and stored as vec4 (software adapters pay per load
+// instruction); pooled buffers come in whole 16-byte groups, so the last vec4 may update the
+// slack past a tensor's end, which nothing reads.
+//
 // sumsq: per-workgroup sums of squares of a gradient into the partial sums (at an offset per
 // tensor), for the global norm of clip_grad_norm; the host reads them all back at once.
 
@@ -34,26 +38,27 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // step binds (grad, param, m, v); sumsq binds (grad, partials) on the first two, so both
 // entry points share these declarations: `param` is where sumsq writes its partial sums.
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> param: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> param: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> m: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> v: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
 fn step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let e = linear_id(wid, nwg) * WG + lid;
-    if (e >= p.n) {
+    let q = linear_id(wid, nwg) * WG + lid;
+    if (4u * q >= p.n) {
         return;
     }
-    let x = param[e];
-    let g = grad[e] + p.weight_decay * x;
-    let m1 = m[e] + p.one_minus_beta1 * (g - m[e]);
-    let v1 = p.beta2 * v[e] + p.one_minus_beta2 * g * g;
-    m[e] = m1;
-    v[e] = v1;
+    let x = param[q];
+    let g = grad[q] + p.weight_decay * x;
+    let m0 = m[q];
+    let m1 = m0 + p.one_minus_beta1 * (g - m0);
+    let v1 = p.beta2 * v[q] + p.one_minus_beta2 * g * g;
+    m[q] = m1;
+    v[q] = v1;
     // addcdiv's order: step_size * (m / denom).
-    param[e] = x - p.step_size * (m1 / (sqrt(v1) / p.bc2_sqrt + p.eps));
+    param[q] = x - p.step_size * (m1 / (sqrt(v1) / p.bc2_sqrt + p.eps));
 }
 
 var<workgroup> red: array<f32, WG>;
@@ -66,7 +71,7 @@ fn sumsq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let end = min(start + WG * PER_INVOCATION, p.n);
     var acc = 0.0;
     for (var e = start + lid; e < end; e += WG) {
-        let x = grad[e];
+        let x = grad[e / 4u][e % 4u];
         acc += x * x;
     }
     red[lid] = acc;
@@ -78,6 +83,7 @@ fn sumsq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         workgroupBarrier();
     }
     if (lid == 0u) {
-        param[p.offset + w] = red[0];
+        let k = p.offset + w;
+        param[k / 4u][k % 4u] = red[0];
     }
 }

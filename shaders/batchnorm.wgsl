@@ -1,7 +1,7 @@
 // Batch normalisation of x seen as [N, C, HW] (PyTorch's BatchNorm2d; [N, C] is HW = 1),
 // forward and backward. Per-channel reductions give each channel a workgroup whose
 // invocations stride over its M = N * HW elements and combine in workgroup memory; the maps
-// are one invocation per element, of channel (i / HW) % C.
+// are one invocation per access of SPAN elements (below), of channel (i / HW) % C.
 //
 // stats            y[c] = mean, y[C + c] = biased variance of channel c. Two passes over x:
 //                  the variance sums squared deviations from the mean, which E[x^2] - mean^2
@@ -30,13 +30,16 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// x, y and g are read and written as vec4 (software adapters pay per load instruction, not
+// per byte): SPAN = 4 elements at a time where rows hold whole groups of 4, else one component
+// at a time. Pooled buffers come in whole 16-byte groups, so every vec4 lies inside one.
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> mean: array<f32>;
 @group(0) @binding(4) var<storage, read> variance: array<f32>;
 @group(0) @binding(5) var<storage, read> weight: array<f32>;
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
-@group(0) @binding(7) var<storage, read> g: array<f32>;
+@group(0) @binding(7) var<storage, read> g: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> sums: array<f32>;
 
 // A power of two, at most WG_MAX.
@@ -45,49 +48,88 @@ override WG: u32 = 256u;
 override RELU: bool = false;
 // update_row blends into y instead of overwriting it.
 override BLEND: bool = false;
-// The maps' elements per invocation: SPAN consecutive ones of one (image, channel) row, so the
-// channel and its parameters are found once for them (the host sets 4 when HW % 4 == 0, else
-// 1). CPU adapters pay a scalar division per lane for the channel, and a gather per load.
+// Elements per access: 4 (one vec4) when HW % 4 == 0, so 4 consecutive elements share one
+// (image, channel) row and its channel's parameters; else 1. Indices below count accesses.
 override SPAN: u32 = 1u;
 const WG_MAX: u32 = 256u;
 
 var<workgroup> sh: array<vec2<f32>, WG_MAX>;
 
+// Access i of x, g: a whole vec4, or element i in .x (the other lanes are not used).
+fn x_at(i: u32) -> vec4<f32> {
+    if (SPAN == 4u) {
+        return x[i];
+    }
+    return vec4<f32>(x[i / 4u][i % 4u]);
+}
+
+fn g_at(i: u32) -> vec4<f32> {
+    if (SPAN == 4u) {
+        return g[i];
+    }
+    return vec4<f32>(g[i / 4u][i % 4u]);
+}
+
+fn y_put(i: u32, v: vec4<f32>) {
+    if (SPAN == 4u) {
+        y[i] = v;
+    } else {
+        y[i / 4u][i % 4u] = v.x;
+    }
+}
+
+// One f32 of y, as [2, C] results and running statistics are.
+fn y_put_one(i: u32, v: f32) {
+    y[i / 4u][i % 4u] = v;
+}
+
+// The sum of the elements an access holds.
+fn total(v: vec4<f32>) -> f32 {
+    if (SPAN == 4u) {
+        return v.x + v.y + v.z + v.w;
+    }
+    return v.x;
+}
+
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+fn access_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return group_index(wid, nwg) * WG + lid.x;
 }
 
+// The channel of access i.
 fn channel(i: u32) -> u32 {
-    return (i / p.hw) % p.c;
+    return (i * SPAN / p.hw) % p.c;
 }
 
-// A walk over channel c's M elements, WG apart: image n, position j. CPU adapters have no
-// vector integer division, so the position is advanced by additions rather than divided out
-// of the element's rank for every element (which made the reductions twice as slow).
+// A walk over channel c's M / SPAN accesses, WG apart: image n, access j of its row. CPU
+// adapters have no vector integer division, so the position is advanced by additions rather
+// than divided out of the access's rank every time (which made the reductions twice as slow).
 struct Walk {
     n: u32, j: u32,
-    // Images and positions one step of WG elements moves by.
+    // Accesses per (image, channel) row.
+    row: u32,
+    // Images and accesses one step of WG accesses moves by.
     dn: u32, dj: u32,
 }
 
 fn walk_from(k: u32) -> Walk {
-    return Walk(k / p.hw, k % p.hw, WG / p.hw, WG % p.hw);
+    let row = p.hw / SPAN;
+    return Walk(k / row, k % row, row, WG / row, WG % row);
 }
 
 fn walk_index(w: Walk, c: u32) -> u32 {
-    return (w.n * p.c + c) * p.hw + w.j;
+    return (w.n * p.c + c) * w.row + w.j;
 }
 
 fn walk_next(w: Walk) -> Walk {
     var next = w;
     next.n += w.dn;
     next.j += w.dj;
-    if (next.j >= p.hw) {
-        next.j -= p.hw;
+    if (next.j >= w.row) {
+        next.j -= w.row;
         next.n += 1u;
     }
     return next;
@@ -109,16 +151,16 @@ fn channel_params(c: u32) -> Channel {
 
 // The normalised, scaled and shifted input before any ReLU. The backward kernels recompute
 // it through this same function for the ReLU mask, so the mask agrees with the forward.
-fn pre_activation(i: u32, ch: Channel) -> f32 {
-    return (x[i] - ch.mean) * ch.invstd * ch.weight + ch.bias;
+fn pre_activation(i: u32, ch: Channel) -> vec4<f32> {
+    return (x_at(i) - ch.mean) * ch.invstd * ch.weight + ch.bias;
 }
 
 // The gradient reaching the normalisation: g, zeroed where the fused ReLU clamped.
-fn upstream(i: u32, ch: Channel) -> f32 {
-    if (RELU && pre_activation(i, ch) <= 0.0) {
-        return 0.0;
+fn upstream(i: u32, ch: Channel) -> vec4<f32> {
+    if (RELU) {
+        return select(g_at(i), vec4<f32>(0.0), pre_activation(i, ch) <= vec4<f32>(0.0));
     }
-    return g[i];
+    return g_at(i);
 }
 
 // Sums sh over the workgroup; called by every invocation (it holds barriers).
@@ -140,11 +182,12 @@ fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = group_index(wid, nwg);
     let valid = c < p.c;
+    let accesses = p.m / SPAN;
     var s = 0.0;
     if (valid) {
         var w = walk_from(lid.x);
-        for (var k = lid.x; k < p.m; k += WG) {
-            s += x[walk_index(w, c)];
+        for (var k = lid.x; k < accesses; k += WG) {
+            s += total(x_at(walk_index(w, c)));
             w = walk_next(w);
         }
     }
@@ -153,43 +196,41 @@ fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     var q = 0.0;
     if (valid) {
         var w = walk_from(lid.x);
-        for (var k = lid.x; k < p.m; k += WG) {
-            let d = x[walk_index(w, c)] - mu;
-            q += d * d;
+        for (var k = lid.x; k < accesses; k += WG) {
+            let d = x_at(walk_index(w, c)) - mu;
+            q += total(d * d);
             w = walk_next(w);
         }
     }
     sh[lid.x] = vec2<f32>(q, 0.0);
     let v = combine(lid.x).x / f32(p.m);
     if (valid && lid.x == 0u) {
-        y[c] = mu;
-        y[p.c + c] = v;
+        y_put_one(c, mu);
+        y_put_one(p.c + c, v);
     }
 }
 
+// (Reads x one element at a time, whatever SPAN is: the host fixes SPAN = 1 here.)
 @compute @workgroup_size(WG)
 fn update_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = element(wid, nwg, lid);
+    let c = access_index(wid, nwg, lid);
     if (c >= p.c) { return; }
-    let v = p.scale * x[p.row + c];
+    let v = p.scale * x_at(p.row + c).x;
     if (BLEND) {
-        y[c] = (1.0 - p.momentum) * y[c] + p.momentum * v;
+        y_put_one(c, (1.0 - p.momentum) * y[c / 4u][c % 4u] + p.momentum * v);
     } else {
-        y[c] = v;
+        y_put_one(c, v);
     }
 }
 
 @compute @workgroup_size(WG)
 fn normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i0 = element(wid, nwg, lid) * SPAN;
-    if (i0 >= p.n) { return; }
-    let ch = channel_params(channel(i0));
-    for (var i = i0; i < i0 + SPAN; i++) {
-        let v = pre_activation(i, ch);
-        y[i] = select(v, max(v, 0.0), RELU);
-    }
+    let i = access_index(wid, nwg, lid);
+    if (i * SPAN >= p.n) { return; }
+    let v = pre_activation(i, channel_params(channel(i)));
+    y_put(i, select(v, max(v, vec4<f32>(0.0)), RELU));
 }
 
 @compute @workgroup_size(WG)
@@ -197,49 +238,46 @@ fn backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = group_index(wid, nwg);
     let valid = c < p.c;
+    let accesses = p.m / SPAN;
     var acc = vec2<f32>(0.0);
     if (valid) {
         let ch = channel_params(c);
         var w = walk_from(lid.x);
-        for (var k = lid.x; k < p.m; k += WG) {
+        for (var k = lid.x; k < accesses; k += WG) {
             let i = walk_index(w, c);
             let gi = upstream(i, ch);
-            acc += vec2<f32>(gi * (x[i] - ch.mean) * ch.invstd, gi);
+            acc += vec2<f32>(total(gi * (x_at(i) - ch.mean)) * ch.invstd, total(gi));
             w = walk_next(w);
         }
     }
     sh[lid.x] = acc;
     let s = combine(lid.x);
     if (valid && lid.x == 0u) {
-        y[c] = s.x;
-        y[p.c + c] = s.y;
+        y_put_one(c, s.x);
+        y_put_one(p.c + c, s.y);
     }
 }
 
 @compute @workgroup_size(WG)
 fn backward_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i0 = element(wid, nwg, lid) * SPAN;
-    if (i0 >= p.n) { return; }
-    let c = channel(i0);
+    let i = access_index(wid, nwg, lid);
+    if (i * SPAN >= p.n) { return; }
+    let c = channel(i);
     let ch = channel_params(c);
     let inv_m = 1.0 / f32(p.m);
     let scale = ch.weight * ch.invstd;
     let mean_g = sums[p.c + c] * inv_m;
     let mean_gxhat = sums[c] * inv_m;
-    for (var i = i0; i < i0 + SPAN; i++) {
-        let xhat = (x[i] - ch.mean) * ch.invstd;
-        y[i] = scale * (upstream(i, ch) - mean_g - xhat * mean_gxhat);
-    }
+    let xhat = (x_at(i) - ch.mean) * ch.invstd;
+    y_put(i, scale * (upstream(i, ch) - mean_g - xhat * mean_gxhat));
 }
 
 @compute @workgroup_size(WG)
 fn backward_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i0 = element(wid, nwg, lid) * SPAN;
-    if (i0 >= p.n) { return; }
-    let ch = channel_params(channel(i0));
-    for (var i = i0; i < i0 + SPAN; i++) {
-        y[i] = upstream(i, ch) * ch.weight * ch.invstd;
-    }
+    let i = access_index(wid, nwg, lid);
+    if (i * SPAN >= p.n) { return; }
+    let ch = channel_params(channel(i));
+    y_put(i, upstream(i, ch) * ch.weight * ch.invstd);
 }

@@ -48,7 +48,8 @@ impl BufferPool {
 
     /// A storage buffer of at least `bytes` (never more than `limit`), reused when one is free.
     pub fn take(self: &Arc<Self>, bytes: u64, limit: u64) -> PooledBuffer {
-        let class = size_class(bytes).min(limit.max(bytes)).max(4);
+        // Whole 16-byte groups, so vec4 kernels may run over a tensor's tail.
+        let class = size_class(bytes).min(limit.max(bytes)).next_multiple_of(16);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let buffer = match st.free.get_mut(&class).and_then(Vec::pop) {
             Some(b) => b,

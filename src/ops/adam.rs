@@ -169,7 +169,8 @@ impl Adam {
                     (m.buffer(), Access::ReadWrite),
                     (v.buffer(), Access::ReadWrite),
                 ],
-                workgroups: p.gpu().grid(n.div_ceil(WG)),
+                // Four elements per invocation (see the shader).
+                workgroups: p.gpu().grid(n.div_ceil(4).div_ceil(WG)),
                 flops: 14 * n as u64,
                 bytes: 28 * n as u64,
             })?;

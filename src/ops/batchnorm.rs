@@ -113,15 +113,16 @@ fn launch(
     })
 }
 
-/// Invocations of a per-channel reduction's workgroup: about M / 8 (a power of two, 32 to
-/// 256), so a channel of few elements (ResNet's 7 x 7 maps: M = 49 N) does not pay for the
-/// barriers of 256 invocations, which llvmpipe runs as fibres on one core.
+/// Invocations of a per-channel reduction's workgroup: about an eighth of its M / SPAN
+/// accesses (a power of two, 32 to 256), so a channel of few elements (ResNet's 7 x 7 maps:
+/// M = 49 N) does not pay for the barriers of 256 invocations, which llvmpipe runs as fibres
+/// on one core.
 fn reduction_wg(p: &Params) -> u32 {
-    (p.m / 8).next_power_of_two().clamp(32, WG)
+    (p.m / span(p) / 8).next_power_of_two().clamp(32, WG)
 }
 
-/// Elements per invocation of the maps (the shader's `SPAN`): 4 consecutive ones of one
-/// (image, channel) row where rows hold whole groups of 4.
+/// Elements per access of the maps and reductions (the shader's `SPAN`): 4 consecutive ones
+/// of one (image, channel) row, as one vec4, where rows hold whole groups of 4.
 fn span(p: &Params) -> u32 {
     if p.hw.is_multiple_of(4) {
         4
@@ -254,7 +255,11 @@ fn backward_reduce(
     launch(
         x,
         "backward_reduce",
-        &[("WG", reduction_wg(&p) as f64), ("RELU", relu as u8 as f64)],
+        &[
+            ("WG", reduction_wg(&p) as f64),
+            ("RELU", relu as u8 as f64),
+            ("SPAN", span(&p) as f64),
+        ],
         &p,
         &[
             (x.buffer(), Access::Read),
@@ -446,7 +451,7 @@ pub(crate) fn batch_norm_train(
     launch(
         x_in,
         "stats",
-        &[("WG", reduction_wg(&p) as f64)],
+        &[("WG", reduction_wg(&p) as f64), ("SPAN", span(&p) as f64)],
         &p,
         &[
             (x_in.buffer(), Access::Read),

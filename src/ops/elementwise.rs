@@ -122,7 +122,8 @@ fn launch(
         name,
         params: bytemuck::bytes_of(&params),
         buffers,
-        workgroups: gpu.grid(params.n.div_ceil(WG)),
+        // Four elements per invocation (see the shader).
+        workgroups: gpu.grid(params.n.div_ceil(4).div_ceil(WG)),
         flops,
         bytes,
     })

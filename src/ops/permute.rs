@@ -67,6 +67,7 @@ impl Tensor {
         // Rows of the last output axis, a workgroup each, when they are long enough to keep
         // the workgroup busy (see permute.wgsl).
         let row_len = p.out_shape[3];
+        let rows_of_vec4 = p.src_stride[3] == 1 && row_len.is_multiple_of(4);
         let (entry, wg, workgroups) = if row_len >= 32 {
             let rows = p.n / row_len.max(1);
             ("permute_rows", ROW_WG, self.gpu().grid(rows))
@@ -77,7 +78,10 @@ impl Tensor {
             kernel: Kernel {
                 shader: SHADER,
                 entry,
-                overrides: &[("WG", wg as f64)],
+                overrides: &[
+                    ("WG", wg as f64),
+                    ("ROWS_OF_VEC4", rows_of_vec4 as u8 as f64),
+                ],
             },
             name: op,
             params: bytemuck::bytes_of(&p),
