@@ -8,8 +8,9 @@ use convirt::reference;
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 /// ResNet's 7x7/2, 3x3/1, 3x3/2, 1x1/1 (over a small map, through im2col, and over one of 575
-/// positions, per image), 1x1/2 and odd sizes.
-const CASES: [Case; 8] = [
+/// positions, per image), 1x1/2, odd sizes, and stride 1 with output rows of whole groups of
+/// four (im2col's two-vec4 reads) over input rows that are not, with padding 0 and 2.
+const CASES: [Case; 10] = [
     (2, 3, 23, 19, 5, 7, 2, 3),
     (1, 4, 9, 9, 6, 3, 1, 1),
     (3, 5, 11, 8, 4, 3, 2, 1),
@@ -18,6 +19,8 @@ const CASES: [Case; 8] = [
     (2, 6, 9, 7, 3, 1, 2, 0),
     (1, 1, 1, 1, 1, 1, 1, 0),
     (1, 2, 4, 4, 2, 3, 1, 0),
+    (2, 3, 6, 10, 4, 3, 1, 0),
+    (1, 2, 5, 12, 3, 5, 1, 2),
 ];
 
 #[test]
