@@ -57,9 +57,9 @@ fn layer_norm_normalises_the_last_axis_of_any_rank() {
 
 #[test]
 fn layer_norm_backward() {
-    // [130, 5] splits the weight and bias gradients over several row chunks; [2, 100] has rows
-    // longer than a workgroup.
-    for (rows, cols) in [(3, 7), (130, 5), (2, 100), (4, 1)] {
+    // [130, 5] and [130, 8] split the weight and bias gradients over several row chunks, read
+    // one element and one vec4 at a time; [2, 100] has rows longer than a workgroup.
+    for (rows, cols) in [(3, 7), (130, 5), (130, 8), (2, 100), (4, 1)] {
         let mut rng = Rng::new((rows * 7 + cols) as u64);
         let x = rng.vec(rows * cols, -2.0, 2.0);
         let w = rng.vec(cols, 0.5, 1.5);

@@ -4,9 +4,10 @@
 //   it; the row's other indices are found once per invocation. Integer division is scalar on
 //   CPU adapters (eight per element made the flat kernel run at a third of the copy bandwidth
 //   on llvmpipe), so this is the kernel for rows of 32 or more.
-//   Where the last axis stays last and its rows hold whole groups of 4 (ROWS_OF_VEC4), rows
-//   are copied a vec4 at a time: software adapters pay per load instruction, not per byte.
 // - permute: one invocation per element, for short rows.
+// - permute_vec4: where the last axis stays last in rows of whole groups of 4, one invocation
+//   per vec4 (software adapters pay per load instruction, not per byte), its indices divided
+//   out by float reciprocals (split). BERT's head splits move rows of 64.
 // x and y are bound as vec4 arrays for that copy; element accesses pick one component.
 
 struct Params {
@@ -15,6 +16,8 @@ struct Params {
     out_shape: vec4<u32>,
     // Input stride of the input axis that becomes each output axis.
     src_stride: vec4<u32>,
+    // permute_vec4: 1 / (vec4s per row), 1 / out_shape.z, 1 / out_shape.y.
+    inv: vec4<f32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,7 +25,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
 
 override WG: u32 = 256u;
-override ROWS_OF_VEC4: bool = false;
 
 @compute @workgroup_size(WG)
 fn permute_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -35,13 +37,6 @@ fn permute_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let i1 = i01 % p.out_shape.y;
     let i0 = i01 / p.out_shape.y;
     let src = i0 * p.src_stride.x + i1 * p.src_stride.y + i2 * p.src_stride.z;
-    if (ROWS_OF_VEC4) {
-        // src and row * len are multiples of 4: every stride includes the last axis.
-        for (var k = lid.x; k < len / 4u; k += WG) {
-            y[row * len / 4u + k] = x[src / 4u + k];
-        }
-        return;
-    }
     for (var i3 = lid.x; i3 < len; i3 += WG) {
         let s = src + i3 * p.src_stride.w;
         let d = row * len + i3;
@@ -62,4 +57,27 @@ fn permute(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         rest /= extent;
     }
     y[e / 4u][e % 4u] = x[src / 4u][src % 4u];
+}
+
+// (a / d, a % d) for a < 2^24: a float reciprocal and one correction step, as CPU adapters
+// have no vector integer division.
+fn split(a: u32, d: u32, inv_d: f32) -> vec2<u32> {
+    var q = i32(f32(a) * inv_d);
+    var r = i32(a) - q * i32(d);
+    if (r < 0) { q -= 1; r += i32(d); }
+    if (r >= i32(d)) { q += 1; r -= i32(d); }
+    return vec2<u32>(u32(q), u32(r));
+}
+
+@compute @workgroup_size(WG)
+fn permute_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let e = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    if (e >= p.n / 4u) { return; }
+    let row_k = split(e, p.out_shape.w / 4u, p.inv.x);
+    let i01_i2 = split(row_k.x, p.out_shape.z, p.inv.y);
+    let i0_i1 = split(i01_i2.x, p.out_shape.y, p.inv.z);
+    // A multiple of 4: every stride but the last includes the last axis.
+    let src = i0_i1.x * p.src_stride.x + i0_i1.y * p.src_stride.y + i01_i2.y * p.src_stride.z;
+    y[e] = x[src / 4u + row_k.y];
 }

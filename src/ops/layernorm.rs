@@ -68,6 +68,16 @@ fn params(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Params
     })
 }
 
+/// Elements per access of the kernels (the shader's `SPAN`): a vec4 where rows hold whole
+/// groups of 4.
+fn span(p: &Params) -> u32 {
+    if p.cols.is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn launch(
     t: &Tensor,
@@ -83,7 +93,8 @@ fn launch(
         kernel: Kernel {
             shader: SHADER,
             entry,
-            overrides: &[("WG", WG as f64)],
+            // Rows of whole vec4s are read 4 elements at a time (see the shader).
+            overrides: &[("WG", WG as f64), ("SPAN", span(p) as f64)],
         },
         name,
         params: bytemuck::bytes_of(p),
@@ -196,7 +207,7 @@ fn param_grads(
             (g.buffer(), Access::Read),
             (db.buffer(), Access::ReadWrite),
         ],
-        [p.cols.div_ceil(WG), chunks, 1],
+        [p.cols.div_ceil(span(&p)).div_ceil(WG), chunks, 1],
         5 * n,
         8 * n + 8 * (p.rows as u64 + chunks as u64 * cols as u64),
     )?;

@@ -23,6 +23,8 @@ struct Params {
     _pad: [u32; 3],
     out_shape: [u32; 4],
     src_stride: [u32; 4],
+    /// `permute_vec4`'s reciprocals (see the shader).
+    inv: [f32; 4],
 }
 
 impl Tensor {
@@ -57,6 +59,7 @@ impl Tensor {
             _pad: [0; 3],
             out_shape: [1; 4],
             src_stride: [0; 4],
+            inv: [0.0; 4],
         };
         let out_shape: Vec<usize> = dims.iter().map(|&d| in_shape[d]).collect();
         for (i, &d) in dims.iter().enumerate() {
@@ -64,24 +67,31 @@ impl Tensor {
             p.src_stride[pad + i] = in_stride[d] as u32;
         }
         let y = Tensor::uninit(self.gpu(), &out_shape, DType::F32, op)?;
-        // Rows of the last output axis, a workgroup each, when they are long enough to keep
-        // the workgroup busy (see permute.wgsl).
+        // Rows of whole vec4s that stay rows, a vec4 per invocation; other rows of the last
+        // output axis, a workgroup each, when they are long enough to keep the workgroup busy
+        // (see permute.wgsl).
         let row_len = p.out_shape[3];
-        let rows_of_vec4 = p.src_stride[3] == 1 && row_len.is_multiple_of(4);
-        let (entry, wg, workgroups) = if row_len >= 32 {
-            let rows = p.n / row_len.max(1);
-            ("permute_rows", ROW_WG, self.gpu().grid(rows))
-        } else {
-            ("permute", WG, self.gpu().grid(p.n.div_ceil(WG)))
-        };
+        let vec4s = p.n / 4;
+        let (entry, wg, workgroups) =
+            if p.src_stride[3] == 1 && row_len.is_multiple_of(4) && vec4s < 1 << 24 {
+                p.inv = [
+                    4.0 / row_len as f32,
+                    1.0 / p.out_shape[2] as f32,
+                    1.0 / p.out_shape[1] as f32,
+                    0.0,
+                ];
+                ("permute_vec4", WG, self.gpu().grid(vec4s.div_ceil(WG)))
+            } else if row_len >= 32 {
+                let rows = p.n / row_len.max(1);
+                ("permute_rows", ROW_WG, self.gpu().grid(rows))
+            } else {
+                ("permute", WG, self.gpu().grid(p.n.div_ceil(WG)))
+            };
         self.gpu().dispatch(&Dispatch {
             kernel: Kernel {
                 shader: SHADER,
                 entry,
-                overrides: &[
-                    ("WG", wg as f64),
-                    ("ROWS_OF_VEC4", rows_of_vec4 as u8 as f64),
-                ],
+                overrides: &[("WG", wg as f64)],
             },
             name: op,
             params: bytemuck::bytes_of(&p),
