@@ -17,29 +17,33 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// Four elements per invocation, loaded and stored as one vec4 (software adapters pay per load
+// instruction); pooled buffers come in whole 16-byte groups, so the last vec4 may run into
+// the tensor's slack.
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
 
 override WG: u32 = 256u;
 
-fn mix(v: u32) -> u32 {
+fn mix(v: vec4<u32>) -> vec4<u32> {
     var h = v;
-    h ^= h >> 16u;
+    h ^= h >> vec4<u32>(16u);
     h *= 0x7feb352du;
-    h ^= h >> 15u;
+    h ^= h >> vec4<u32>(15u);
     h *= 0x846ca68bu;
-    h ^= h >> 16u;
+    h ^= h >> vec4<u32>(16u);
     return h;
 }
 
-fn bits(i: u32) -> u32 {
-    return mix(mix(i ^ p.k0) ^ p.k1);
+fn bits(i: vec4<u32>) -> vec4<u32> {
+    return mix(mix(i ^ vec4<u32>(p.k0)) ^ vec4<u32>(p.k1));
 }
 
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid.x;
-    if (i >= p.n) { return; }
-    y[i] = select(0.0, x[i] * p.scale, bits(i) >= p.threshold);
+    let q = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    if (4u * q >= p.n) { return; }
+    let i = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u);
+    y[q] = select(vec4<f32>(0.0), x[q] * p.scale, bits(i) >= vec4<u32>(p.threshold));
 }

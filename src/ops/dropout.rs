@@ -46,7 +46,8 @@ fn dropout_raw(x: &Tensor, p: Params) -> Result<Tensor> {
         name: "dropout",
         params: bytemuck::bytes_of(&p),
         buffers: &[(x.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
-        workgroups: x.gpu().grid(p.n.div_ceil(WG)),
+        // Four elements per invocation (see the shader).
+        workgroups: x.gpu().grid(p.n.div_ceil(4).div_ceil(WG)),
         flops: 20 * p.n as u64,
         bytes: 8 * p.n as u64,
     })?;
