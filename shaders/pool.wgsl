@@ -1,6 +1,9 @@
 // Max pooling over the H x W planes of [N, C, H, W] (PyTorch's max_pool2d: square window k,
 // stride s, padding that counts as -infinity), forward and backward. One invocation per
-// element, of the output (forward) or of the input (backward).
+// element, of the output (forward) or of the input (backward); the grid's x runs over a
+// plane's elements and y (with z past the grid's limit) over the N C planes, and the stride is
+// an override constant, so no element divides by a runtime value (scalar integer division
+// per lane dominated these kernels on CPU adapters).
 //
 // forward         y = the window's maximum
 // forward_index   the same, and idx = its position in the H x W plane: the first maximum in
@@ -13,8 +16,8 @@
 // output; backward: dx), 3 idx.
 
 struct Params {
-    n: u32, h: u32, w: u32, oh: u32,
-    ow: u32, k: u32, s: u32, pad: u32,
+    planes: u32, h: u32, w: u32, oh: u32,
+    ow: u32, k: u32, _pad0: u32, pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -23,9 +26,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> idx: array<u32>;
 
 override WG: u32 = 256u;
+override STRIDE: u32 = 1u;
 
-fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.x + wid.y * nwg.x) * WG + lid.x;
+fn plane_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y + wid.z * nwg.y;
 }
 
 struct Best {
@@ -39,13 +43,12 @@ fn window(start: i32, len: u32) -> vec2<u32> {
     return vec2<u32>(u32(max(-start, 0)), u32(clamp(i32(len) - start, 0, i32(p.k))));
 }
 
-fn window_max(o: u32) -> Best {
-    let plane = o / (p.oh * p.ow);
-    let r = o - plane * p.oh * p.ow;
+// The maximum of output element r of the plane.
+fn window_max(plane: u32, r: u32) -> Best {
     let oy = r / p.ow;
     let ox = r - oy * p.ow;
-    let y0 = i32(oy * p.s) - i32(p.pad);
-    let x0 = i32(ox * p.s) - i32(p.pad);
+    let y0 = i32(oy * STRIDE) - i32(p.pad);
+    let x0 = i32(ox * STRIDE) - i32(p.pad);
     let rows = window(y0, p.h);
     let cols = window(x0, p.w);
     let base = plane * p.h * p.w;
@@ -67,17 +70,20 @@ fn window_max(o: u32) -> Best {
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
-    let o = element(wid, nwg, lid);
-    if (o >= p.n) { return; }
-    y[o] = window_max(o).value;
+    let plane = plane_index(wid, nwg);
+    let r = wid.x * WG + lid.x;
+    if (plane >= p.planes || r >= p.oh * p.ow) { return; }
+    y[plane * p.oh * p.ow + r] = window_max(plane, r).value;
 }
 
 @compute @workgroup_size(WG)
 fn forward_index(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let o = element(wid, nwg, lid);
-    if (o >= p.n) { return; }
-    let best = window_max(o);
+    let plane = plane_index(wid, nwg);
+    let r = wid.x * WG + lid.x;
+    if (plane >= p.planes || r >= p.oh * p.ow) { return; }
+    let best = window_max(plane, r);
+    let o = plane * p.oh * p.ow + r;
     y[o] = best.value;
     idx[o] = best.pos;
 }
@@ -85,19 +91,18 @@ fn forward_index(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 @compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = element(wid, nwg, lid);
-    if (e >= p.n) { return; }
-    let plane = e / (p.h * p.w);
-    let pos = e - plane * p.h * p.w;
+    let plane = plane_index(wid, nwg);
+    let pos = wid.x * WG + lid.x;
+    if (plane >= p.planes || pos >= p.h * p.w) { return; }
     let iy = pos / p.w;
     let ix = pos - iy * p.w;
     // Windows o with o * s - pad <= i <= o * s - pad + k - 1, clipped to the output.
     let lo_y = i32(iy + p.pad) - i32(p.k) + 1;
     let lo_x = i32(ix + p.pad) - i32(p.k) + 1;
-    let oy0 = u32(max(lo_y + i32(p.s) - 1, 0)) / p.s;
-    let ox0 = u32(max(lo_x + i32(p.s) - 1, 0)) / p.s;
-    let oy1 = min((iy + p.pad) / p.s + 1u, p.oh);
-    let ox1 = min((ix + p.pad) / p.s + 1u, p.ow);
+    let oy0 = u32(max(lo_y + i32(STRIDE) - 1, 0)) / STRIDE;
+    let ox0 = u32(max(lo_x + i32(STRIDE) - 1, 0)) / STRIDE;
+    let oy1 = min((iy + p.pad) / STRIDE + 1u, p.oh);
+    let ox1 = min((ix + p.pad) / STRIDE + 1u, p.ow);
     let base = plane * p.oh * p.ow;
     var acc = 0.0;
     for (var oy = oy0; oy < oy1; oy++) {
@@ -106,5 +111,5 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             acc += select(0.0, x[o], idx[o] == pos);
         }
     }
-    y[e] = acc;
+    y[plane * p.h * p.w + pos] = acc;
 }

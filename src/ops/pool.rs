@@ -17,13 +17,14 @@ const WG: u32 = 256;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    n: u32,
+    /// N * C.
+    planes: u32,
     h: u32,
     w: u32,
     oh: u32,
     ow: u32,
     k: u32,
-    s: u32,
+    _pad: u32,
     pad: u32,
 }
 
@@ -38,26 +39,32 @@ fn nchw(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
     }
 }
 
+/// One invocation per element of a plane of `plane_len` (x), over all planes (y, and z past the
+/// grid's limit).
+#[allow(clippy::too_many_arguments)]
 fn launch(
     t: &Tensor,
     entry: &'static str,
     name: &str,
     p: &Params,
+    stride: u32,
+    plane_len: u32,
     buffers: &[(&wgpu::Buffer, Access)],
     flops: u64,
     bytes: u64,
 ) -> Result<()> {
     let gpu = t.gpu();
+    let [y, z, _] = gpu.grid(p.planes);
     gpu.dispatch(&Dispatch {
         kernel: Kernel {
             shader: SHADER,
             entry,
-            overrides: &[("WG", WG as f64)],
+            overrides: &[("WG", WG as f64), ("STRIDE", stride as f64)],
         },
         name,
         params: bytemuck::bytes_of(p),
         buffers,
-        workgroups: gpu.grid(p.n.div_ceil(WG)),
+        workgroups: [plane_len.div_ceil(WG), y, z],
         flops,
         bytes,
     })
@@ -96,17 +103,18 @@ impl Tensor {
         let out_shape = [n, c, oh, ow];
         let outputs = n * c * oh * ow;
         let p = Params {
-            n: u32_len(op, outputs)?,
+            planes: u32_len(op, n * c)?,
             h: u32_len(op, h)?,
             w: u32_len(op, w)?,
             oh: u32_len(op, oh)?,
             ow: u32_len(op, ow)?,
             k: u32_len(op, kernel)?,
-            s: u32_len(op, stride)?,
+            _pad: 0,
             pad: u32_len(op, padding)?,
         };
-        // The backward kernel runs one invocation per input element.
-        u32_len(op, self.numel())?;
+        let stride = u32_len(op, stride)?;
+        // Element indices stay within u32.
+        u32_len(op, self.numel().max(outputs))?;
         let y = Tensor::uninit(self.gpu(), &out_shape, DType::F32, op)?;
         let flops = (outputs * kernel * kernel) as u64;
         let bytes = 4 * (self.numel() + outputs) as u64;
@@ -116,6 +124,8 @@ impl Tensor {
                 "forward",
                 op,
                 &p,
+                stride,
+                p.oh * p.ow,
                 &[
                     (self.buffer(), Access::Read),
                     (y.buffer(), Access::ReadWrite),
@@ -131,6 +141,8 @@ impl Tensor {
             "forward_index",
             op,
             &p,
+            stride,
+            p.oh * p.ow,
             &[
                 (self.buffer(), Access::Read),
                 (y.buffer(), Access::ReadWrite),
@@ -142,15 +154,13 @@ impl Tensor {
         let x_shape = self.shape().to_vec();
         Ok(record(op, y, &[self], move |g, _| {
             let dx = Tensor::uninit(g.gpu(), &x_shape, DType::F32, "max_pool2d_backward")?;
-            let pb = Params {
-                n: dx.numel() as u32,
-                ..p
-            };
             launch(
                 g,
                 "backward",
                 "max_pool2d_backward",
-                &pb,
+                &p,
+                stride,
+                p.h * p.w,
                 &[
                     (g.buffer(), Access::Read),
                     (dx.buffer(), Access::ReadWrite),
