@@ -9,8 +9,9 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 /// ResNet's 7x7/2, 3x3/1, 3x3/2, 1x1/1 (over a small map, through im2col, and over one of 575
 /// positions, per image), 1x1/2, odd sizes, and stride 1 with output rows of whole groups of
-/// four (im2col's two-vec4 reads) over input rows that are not, with padding 0 and 2.
-const CASES: [Case; 10] = [
+/// four (im2col's two-vec4 reads) over input rows that are not, with padding 0 and 2, and a
+/// map of 552 positions, whose input gradient is the adjoint convolution.
+const CASES: [Case; 11] = [
     (2, 3, 23, 19, 5, 7, 2, 3),
     (1, 4, 9, 9, 6, 3, 1, 1),
     (3, 5, 11, 8, 4, 3, 2, 1),
@@ -21,6 +22,7 @@ const CASES: [Case; 10] = [
     (1, 2, 4, 4, 2, 3, 1, 0),
     (2, 3, 6, 10, 4, 3, 1, 0),
     (1, 2, 5, 12, 3, 5, 1, 2),
+    (2, 2, 24, 23, 3, 3, 1, 1),
 ];
 
 #[test]

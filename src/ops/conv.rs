@@ -2,7 +2,8 @@
 //! padding, optional bias. Forward: `im2col` lays the batch's columns side by side,
 //! `cols[C*KH*KW, N*OH*OW]`, then one GEMM `W[O, C*KH*KW] x cols` and a permutation to NCHW.
 //! Backward: the columns are recomputed rather than kept (they are KH*KW times the input), then
-//! `dW = dY cols^T` and `dx = col2im(W^T dY)`, with dY as `[O, N*OH*OW]`.
+//! `dW = dY cols^T` and `dx = col2im(W^T dY)`, with dY as `[O, N*OH*OW]`; at stride 1 (kernels
+//! above 1x1), dx is instead the adjoint convolution of dY, through im2col and one GEMM.
 //! 1x1 stride-1 convolutions over large maps skip im2col: the input already holds the columns
 //! of each image, so they run as a batched GEMM with W shared. Batches whose
 //! columns would exceed a storage binding (ResNet-50 at batch 32, 224 px) run in image chunks.
@@ -113,6 +114,36 @@ impl Geometry {
     fn reads_input_as_columns(&self) -> bool {
         let pointwise = self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0;
         pointwise && self.oh * self.ow >= PER_IMAGE_MIN_POSITIONS
+    }
+
+    /// At stride 1 the input gradient is itself a convolution of dY, with the kernel flipped
+    /// and its two channel axes swapped, padded by KH - 1 - pad: im2col of dY and one GEMM of
+    /// depth O KH KW instead of W^T dY (depth O, 64 in ResNet's stage 1) and col2im. Measured
+    /// on llvmpipe, it pays over large maps (ResNet-50's stage 1: the GEMM 82 -> 40 ms) and
+    /// loses over small ones (ResNet-18 at 64 px: the step's kernels 33.5 -> 38.7 s), whose
+    /// GEMMs it makes few-tiled; the threshold is the per-image path's. 1x1 kernels gain
+    /// nothing from it.
+    fn backward_is_a_convolution(&self) -> bool {
+        self.stride == 1
+            && self.oh * self.ow >= PER_IMAGE_MIN_POSITIONS
+            && self.kh == self.kw
+            && self.kh > 1
+            && self.pad < self.kh
+            && !self.reads_input_as_columns()
+    }
+
+    /// The geometry of that convolution: dY in, dx out.
+    fn adjoint(&self) -> Geometry {
+        Geometry {
+            c: self.o,
+            h: self.oh,
+            w: self.ow,
+            o: self.c,
+            oh: self.h,
+            ow: self.w,
+            pad: self.kh - 1 - self.pad,
+            ..*self
+        }
     }
 
     fn ckk(&self) -> usize {
@@ -233,9 +264,36 @@ fn weight_grad_images(x: &Tensor, dy: &Tensor, g: &Geometry) -> Result<Tensor> {
     dy2d.gemm(&columns(x, g)?, &nt)
 }
 
-/// dx `[n, C, H, W]` of a chunk of images, from its dY `[n, O, OH*OW]`.
-fn input_grad_images(dy: &Tensor, g: &Geometry, w2d: &Tensor) -> Result<Tensor> {
+/// The weight of the adjoint convolution (see `backward_is_a_convolution`), `[C, O*KH*KW]`:
+/// W'[c, o, i, j] = W[o, c, KH-1-i, KW-1-j]. Reversing the kernel axis is a product with the
+/// anti-identity, exact in f32.
+fn adjoint_weight(w2d: &Tensor, g: &Geometry) -> Result<Tensor> {
+    let kk = g.kh * g.kw;
+    let mut reverse = vec![0.0f32; kk * kk];
+    for i in 0..kk {
+        reverse[i * kk + kk - 1 - i] = 1.0;
+    }
+    let reverse = Tensor::from_slice(w2d.gpu(), &reverse, &[kk, kk])?;
+    w2d.reshape(&[g.o, g.c, kk])?
+        .permute(&[1, 0, 2])?
+        .reshape(&[g.c * g.o, kk])?
+        .matmul(&reverse)?
+        .reshape(&[g.c, g.o * kk])
+}
+
+/// dx `[n, C, H, W]` of a chunk of images, from its dY `[n, O, OH*OW]`; `adjoint` is the
+/// adjoint convolution's weight where the backward is one.
+fn input_grad_images(
+    dy: &Tensor,
+    g: &Geometry,
+    w2d: &Tensor,
+    adjoint: Option<&Tensor>,
+) -> Result<Tensor> {
     let ohw = g.oh * g.ow;
+    if let Some(w_adj) = adjoint {
+        let a = g.adjoint();
+        return forward_images(&dy.reshape(&[a.n, a.c, a.h, a.w])?, &a, w_adj);
+    }
     let tn = GemmOptions {
         trans_a: true,
         ..Default::default()
@@ -251,10 +309,17 @@ fn input_grad_images(dy: &Tensor, g: &Geometry, w2d: &Tensor) -> Result<Tensor> 
 /// its columns [C*KH*KW, OH*OW], its per-image weight gradients [O, C*KH*KW] and its
 /// output [O, OH*OW].
 fn chunk_images(x: &Tensor, g: &Geometry) -> usize {
+    // The adjoint convolution's columns [O*KH*KW, H*W] where the backward is one.
+    let adjoint_columns = if g.backward_is_a_convolution() {
+        g.o * g.kh * g.kw * g.h * g.w
+    } else {
+        0
+    };
     let per_image = 4
         * (g.ckk() * g.oh * g.ow)
             .max(g.o * g.ckk())
-            .max(g.o * g.oh * g.ow) as u64;
+            .max(g.o * g.oh * g.ow)
+            .max(adjoint_columns) as u64;
     let budget = x.gpu().scratch_bytes();
     ((budget / per_image.max(1)) as usize).clamp(1, g.n)
 }
@@ -347,8 +412,13 @@ impl Tensor {
             }
             let dw = dw.map(|d| d.reshape(&[g.o, g.c, g.kh, g.kw])).transpose()?;
             let dx = if needs[0] {
+                let w_adj = if g.backward_is_a_convolution() {
+                    Some(adjoint_weight(&w2d, &g)?)
+                } else {
+                    None
+                };
                 Some(per_chunk(&dy, &g, &[g.n, g.c, g.h, g.w], |dy, g| {
-                    input_grad_images(dy, g, &w2d)
+                    input_grad_images(dy, g, &w2d, w_adj.as_ref())
                 })?)
             } else {
                 None
