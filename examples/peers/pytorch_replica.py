@@ -11,7 +11,14 @@ L2 weight decay 1e-6, batch 32, one report sentence drawn per pair. Differences:
 vocabulary instead of our WordPiece one, and torchvision-style mild augmentation (crop 0.8-1,
 rotation 5 degrees, translation 0.05, scale 0.95-1.05, brightness and contrast 0.8-1.2, no blur).
 Validation as `train` does it: the first 128 validation items, whole pictures resized, one
-sentence each drawn once, BatchNorm in eval mode. Needs torch and torchvision; never run in CI.
+sentence each drawn once, BatchNorm in eval mode. Needs torch and torchvision (and scikit-learn
+for `--check supervised`); never run in CI.
+
+Variations (RESULTS.md, "Why the default learns so little"): --head-bn, --out-bn (batch norm
+in the heads), --pool mean, --layers, --tau, --lr with --warmup, --text-lr (1e-9 freezes the
+text side), --text-bow (a trainable bag of words as text encoder), --no-augment; and two
+checks: `--check floor` (both sides bags of words, the image side reading the whole report:
+the loss the task allows) and `--check supervised` (the ResNet-18 trained on the labels).
 """
 import argparse
 import json
@@ -107,11 +114,22 @@ class Bert(nn.Module):
         mask = ids > 0
         h = self.words(ids) + self.positions(torch.arange(ids.shape[1])) + self.types(torch.zeros_like(ids))
         h = self.encoder(self.drop(self.norm(h)), src_key_padding_mask=~mask)
+        if POOL == "mean":
+            return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
         return h.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
 
 
+HEAD_BN = False
+OUT_BN = False
+POOL = "max"
 def head(d):
-    return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 512))
+    if HEAD_BN:
+        layers = [nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, 512)]
+    else:
+        layers = [nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 512)]
+    if OUT_BN:
+        layers.append(nn.BatchNorm1d(512, affine=False))
+    return nn.Sequential(*layers)
 
 
 def convirt_loss(v, u, tau, lam):
@@ -119,6 +137,63 @@ def convirt_loss(v, u, tau, lam):
     s = v @ u.T / tau
     y = torch.arange(len(v))
     return lam * F.cross_entropy(s, y) + (1 - lam) * F.cross_entropy(s.T, y)
+
+
+def bag_of_words(vocab, texts):
+    x = torch.zeros(len(texts), len(vocab.ids))
+    for i, t in enumerate(texts):
+        for w in words(t):
+            x[i, vocab.ids[w]] = 1.0
+    return x
+
+
+def check_floor(items, val_items, vocab, a):
+    """Both sides bags of words through an MLP, the image side reading its whole report."""
+    def mlp():
+        return nn.Sequential(nn.Linear(len(vocab.ids), 512), nn.ReLU(), nn.Linear(512, 512))
+    image_side, text_side = mlp(), mlp()
+    opt = torch.optim.Adam(list(image_side.parameters()) + list(text_side.parameters()), lr=1e-3)
+    rng, draw = random.Random(a.seed), random.Random(a.seed + 1)
+    vx = bag_of_words(vocab, [" ".join(it["sentences"]) for it in val_items])
+    vu = bag_of_words(vocab, [draw.choice(it["sentences"]) for it in val_items])
+    for step in range(1, a.steps + 1):
+        b = rng.sample(range(len(items)), a.batch)
+        x = bag_of_words(vocab, [" ".join(items[i]["sentences"]) for i in b])
+        u = bag_of_words(vocab, [rng.choice(items[i]["sentences"]) for i in b])
+        loss = convirt_loss(image_side(x), text_side(u), a.tau, a.lam)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % a.eval_every == 0:
+            with torch.no_grad():
+                val = [convirt_loss(image_side(vx[i : i + a.batch]), text_side(vu[i : i + a.batch]), a.tau, a.lam).item()
+                       for i in range(0, len(val_items) - a.batch + 1, a.batch)]
+            print(f"step {step}: train {loss.item():.4f}  val {sum(val) / len(val):.4f}", flush=True)
+
+
+def check_supervised(pictures, items, val_pictures, val_items, a):
+    """The image encoder alone, trained on the eight labels: can it see the findings?"""
+    from sklearn.metrics import roc_auc_score
+
+    net = torchvision.models.resnet18(num_classes=8)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    y = torch.tensor([it["labels"] for it in items], dtype=torch.float32)
+    vy = torch.tensor([it["labels"] for it in val_items], dtype=torch.float32)
+    rng = random.Random(a.seed)
+    vx = to_input(val_pictures, a.size, False, rng)
+    for step in range(1, a.steps + 1):
+        b = rng.sample(range(len(items)), a.batch)
+        loss = F.binary_cross_entropy_with_logits(net(to_input(pictures[b], a.size, False, rng)), y[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % a.eval_every == 0:
+            net.eval()
+            with torch.no_grad():
+                p = net(vx).sigmoid().numpy()
+            net.train()
+            aucs = [roc_auc_score(vy[:, k].numpy(), p[:, k]) for k in range(8)]
+            print(f"step {step}: AUC " + " ".join(f"{x:.2f}" for x in aucs) + f"  mean {np.mean(aucs):.3f}", flush=True)
 
 
 def main():
@@ -136,7 +211,17 @@ def main():
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--head-bn", action="store_true")
+    p.add_argument("--out-bn", action="store_true")
+    p.add_argument("--pool", default="max")
+    p.add_argument("--text-bow", action="store_true")
+    p.add_argument("--check", choices=["floor", "supervised"])
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--text-lr", type=float, default=None)
     a = p.parse_args()
+    global HEAD_BN, OUT_BN, POOL
+    POOL = a.pool
+    HEAD_BN, OUT_BN = a.head_bn, a.out_bn
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     rng = random.Random(a.seed)
@@ -145,6 +230,10 @@ def main():
     val_pictures, val_items = load(a.corpus, "val")
     val_pictures, val_items = val_pictures[:128], val_items[:128]
     vocab = Vocabulary(items + val_items)
+    if a.check == "floor":
+        return check_floor(items, val_items, vocab, a)
+    if a.check == "supervised":
+        return check_supervised(pictures, items, val_pictures, val_items, a)
     draw = random.Random(a.seed + 1)
     val_ids = vocab.encode([draw.choice(it["sentences"]) for it in val_items])
     val_input = to_input(val_pictures, a.size, False, rng)
@@ -152,10 +241,21 @@ def main():
     image = torchvision.models.resnet18()
     image.fc = nn.Identity()
     text = Bert(len(vocab.ids), a.width, a.layers)
+    if a.text_bow:
+        class Bow(nn.Module):
+            def __init__(self, n, w):
+                super().__init__(); self.n = n; self.lin = nn.Linear(n, w)
+            def forward(self, ids):
+                x = torch.zeros(ids.shape[0], self.n).scatter_(1, ids, 1.0); x[:, :3] = 0
+                return self.lin(x)
+        text = Bow(len(vocab.ids), a.width)
     image_head, text_head = head(512), head(a.width)
     modules = [image, text, image_head, text_head]
     params = [q for m in modules for q in m.parameters()]
-    opt = torch.optim.Adam(params, lr=a.lr, weight_decay=1e-6)
+    tp = list(text.parameters()) + list(text_head.parameters())
+    ip = list(image.parameters()) + list(image_head.parameters())
+    opt = torch.optim.Adam([{"params": ip, "lr": a.lr}, {"params": tp, "lr": a.text_lr or a.lr}], weight_decay=1e-6)
+    base = [g["lr"] for g in opt.param_groups]
 
     def validate():
         for m in modules:
@@ -180,6 +280,9 @@ def main():
         x = to_input(pictures[batch], a.size, not a.no_augment, rng)
         ids = vocab.encode([rng.choice(items[i]["sentences"]) for i in batch])
         loss = convirt_loss(image_head(image(x)), text_head(text(ids)), a.tau, a.lam)
+        if a.warmup:
+            for g, b in zip(opt.param_groups, base):
+                g["lr"] = b * min(1.0, step / a.warmup)
         opt.zero_grad()
         loss.backward()
         opt.step()
