@@ -7,8 +7,9 @@ use convirt::{reference, Error, Tensor};
 /// N = 1 and C = 1 with an odd plane; a channel of 969 values, several trips of the
 /// reduction's stride loop; `[N, C]` input; a 1 x 1 plane; planes of a multiple of 4 (the
 /// maps take 4 elements per invocation), one smaller than the reduction's stride (its walk
-/// crosses images in one step).
-const SHAPES: [&[usize]; 7] = [
+/// crosses images in one step), and planes of a multiple of 16 (the maps take four vec4s per
+/// invocation).
+const SHAPES: [&[usize]; 8] = [
     &[1, 1, 7, 5],
     &[3, 5, 17, 19],
     &[6, 4],
@@ -16,6 +17,7 @@ const SHAPES: [&[usize]; 7] = [
     &[2, 3, 33, 31],
     &[2, 3, 12, 10],
     &[5, 2, 2, 3],
+    &[3, 2, 8, 6],
 ];
 const EPS: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
@@ -149,7 +151,7 @@ fn train_backward() {
     // With the fused ReLU too: the mask moves only if a pre-activation is within about 1e-6
     // of zero, which these fixed inputs are not (the check would fail loudly if it were).
     for relu in [false, true] {
-        for shape in [&[2, 3, 4, 5][..], &[6, 4], &[3, 2, 7, 9]] {
+        for shape in [&[2, 3, 4, 5][..], &[6, 4], &[3, 2, 7, 9], &[2, 2, 4, 4]] {
             let k = case(shape, 20);
             let c = shape[1];
             let (rm, rv) = (upload(&k.running_mean, &[c]), upload(&k.running_var, &[c]));
@@ -183,58 +185,60 @@ fn train_backward() {
 
 #[test]
 fn eval_backward_with_and_without_relu() {
-    let shape = [2, 3, 4, 5];
-    let c = shape[1];
-    let mut k = case(&shape, 30);
-    // Finite differences cannot cross the ReLU's kink: move every pre-activation at least
-    // 0.1 away from it (weights are at least 0.5, so the nudge stays small).
-    let pre = reference::batch_norm_eval(
-        &k.x,
-        &shape,
-        &k.weight,
-        &k.bias,
-        &k.running_mean,
-        &k.running_var,
-        EPS,
-        false,
-    );
-    for (i, v) in pre.iter().enumerate() {
-        if v.abs() < 0.1 {
-            let ch = (i / 20) % c;
-            let step = 0.2 * (k.running_var[ch] + EPS).sqrt() / k.weight[ch];
-            k.x[i] = ((k.x[i] + step.copysign(*v)) as f32) as f64;
-        }
-    }
-    let (rm, rv) = (upload(&k.running_mean, &[c]), upload(&k.running_var, &[c]));
-    for relu in [false, true] {
-        check_grad(
-            &format!("batch_norm_eval relu={relu}"),
-            &[
-                input(k.x.clone(), &shape),
-                input(k.weight.clone(), &[c]),
-                input(k.bias.clone(), &[c]),
-            ],
-            |t| {
-                if relu {
-                    t[0].batch_norm_eval_relu(&t[1], &t[2], &rm, &rv, EPS as f32)
-                } else {
-                    t[0].batch_norm_eval(&t[1], &t[2], &rm, &rv, EPS as f32)
-                }
-            },
-            |d| {
-                reference::batch_norm_eval(
-                    &d[0],
-                    &shape,
-                    &d[1],
-                    &d[2],
-                    &k.running_mean,
-                    &k.running_var,
-                    EPS,
-                    relu,
-                )
-            },
-            1e-4,
+    // Planes of 20 and 32 elements: one vec4 and four vec4s per invocation.
+    for shape in [[2, 3, 4, 5], [2, 3, 4, 8]] {
+        let c = shape[1];
+        let mut k = case(&shape, 30);
+        // Finite differences cannot cross the ReLU's kink: move every pre-activation at least
+        // 0.1 away from it (weights are at least 0.5, so the nudge stays small).
+        let pre = reference::batch_norm_eval(
+            &k.x,
+            &shape,
+            &k.weight,
+            &k.bias,
+            &k.running_mean,
+            &k.running_var,
+            EPS,
+            false,
         );
+        for (i, v) in pre.iter().enumerate() {
+            if v.abs() < 0.1 {
+                let ch = (i / (shape[2] * shape[3])) % c;
+                let step = 0.2 * (k.running_var[ch] + EPS).sqrt() / k.weight[ch];
+                k.x[i] = ((k.x[i] + step.copysign(*v)) as f32) as f64;
+            }
+        }
+        let (rm, rv) = (upload(&k.running_mean, &[c]), upload(&k.running_var, &[c]));
+        for relu in [false, true] {
+            check_grad(
+                &format!("batch_norm_eval relu={relu} {shape:?}"),
+                &[
+                    input(k.x.clone(), &shape),
+                    input(k.weight.clone(), &[c]),
+                    input(k.bias.clone(), &[c]),
+                ],
+                |t| {
+                    if relu {
+                        t[0].batch_norm_eval_relu(&t[1], &t[2], &rm, &rv, EPS as f32)
+                    } else {
+                        t[0].batch_norm_eval(&t[1], &t[2], &rm, &rv, EPS as f32)
+                    }
+                },
+                |d| {
+                    reference::batch_norm_eval(
+                        &d[0],
+                        &shape,
+                        &d[1],
+                        &d[2],
+                        &k.running_mean,
+                        &k.running_var,
+                        EPS,
+                        relu,
+                    )
+                },
+                1e-4,
+            );
+        }
     }
 }
 

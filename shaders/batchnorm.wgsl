@@ -51,6 +51,10 @@ override BLEND: bool = false;
 // Elements per access: 4 (one vec4) when HW % 4 == 0, so 4 consecutive elements share one
 // (image, channel) row and its channel's parameters; else 1. Indices below count accesses.
 override SPAN: u32 = 1u;
+// Accesses per invocation of the maps, consecutive ones of one (image, channel) row, so the
+// channel's parameters are loaded once for them (the host sets 4 where rows hold whole groups
+// of 4 accesses, else 1).
+override REPEAT: u32 = 1u;
 const WG_MAX: u32 = 256u;
 
 var<workgroup> sh: array<vec2<f32>, WG_MAX>;
@@ -232,10 +236,13 @@ fn update_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @compute @workgroup_size(WG)
 fn normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = access_index(wid, nwg, lid);
-    if (i * SPAN >= p.n) { return; }
-    let v = pre_activation(i, channel_params(channel(i)));
-    y_put(i, select(v, max(v, vec4<f32>(0.0)), RELU));
+    let i0 = access_index(wid, nwg, lid) * REPEAT;
+    if (i0 * SPAN >= p.n) { return; }
+    let ch = channel_params(channel(i0));
+    for (var i = i0; i < i0 + REPEAT; i++) {
+        let v = pre_activation(i, ch);
+        y_put(i, select(v, max(v, vec4<f32>(0.0)), RELU));
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -266,23 +273,27 @@ fn backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 @compute @workgroup_size(WG)
 fn backward_train(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = access_index(wid, nwg, lid);
-    if (i * SPAN >= p.n) { return; }
-    let c = channel(i);
+    let i0 = access_index(wid, nwg, lid) * REPEAT;
+    if (i0 * SPAN >= p.n) { return; }
+    let c = channel(i0);
     let ch = channel_params(c);
     let inv_m = 1.0 / f32(p.m);
     let scale = ch.weight * ch.invstd;
     let mean_g = sums[p.c + c] * inv_m;
     let mean_gxhat = sums[c] * inv_m;
-    let xhat = (x_at(i) - ch.mean) * ch.invstd;
-    y_put(i, scale * (upstream(i, ch) - mean_g - xhat * mean_gxhat));
+    for (var i = i0; i < i0 + REPEAT; i++) {
+        let xhat = (x_at(i) - ch.mean) * ch.invstd;
+        y_put(i, scale * (upstream(i, ch) - mean_g - xhat * mean_gxhat));
+    }
 }
 
 @compute @workgroup_size(WG)
 fn backward_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = access_index(wid, nwg, lid);
-    if (i * SPAN >= p.n) { return; }
-    let ch = channel_params(channel(i));
-    y_put(i, upstream(i, ch) * ch.weight * ch.invstd);
+    let i0 = access_index(wid, nwg, lid) * REPEAT;
+    if (i0 * SPAN >= p.n) { return; }
+    let ch = channel_params(channel(i0));
+    for (var i = i0; i < i0 + REPEAT; i++) {
+        y_put(i, upstream(i, ch) * ch.weight * ch.invstd);
+    }
 }

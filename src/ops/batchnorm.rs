@@ -131,16 +131,26 @@ fn span(p: &Params) -> u32 {
     }
 }
 
-fn map_overrides(p: &Params, relu: bool) -> [(&'static str, f64); 3] {
+/// Accesses per invocation of the maps (the shader's `REPEAT`).
+fn repeat(p: &Params) -> u32 {
+    if (p.hw / span(p)).is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
+}
+
+fn map_overrides(p: &Params, relu: bool) -> [(&'static str, f64); 4] {
     [
         ("WG", WG as f64),
         ("RELU", relu as u8 as f64),
         ("SPAN", span(p) as f64),
+        ("REPEAT", repeat(p) as f64),
     ]
 }
 
 fn map_workgroups(p: &Params) -> u32 {
-    (p.n / span(p)).div_ceil(WG)
+    (p.n / span(p) / repeat(p)).div_ceil(WG)
 }
 
 /// `dst[c] = scale * src[row * C + c]`, or with `momentum` blended into `dst` in place:
