@@ -11,7 +11,10 @@ use crate::tensor::{DType, Tensor};
 
 pub const SHADER: ShaderSource = ShaderSource {
     name: "batchnorm",
-    wgsl: include_str!("../../shaders/batchnorm.wgsl"),
+    wgsl: concat!(
+        include_str!("../../shaders/batchnorm.wgsl"),
+        include_str!("../../shaders/common/workgroup_sum.wgsl")
+    ),
 };
 
 const WG: u32 = 256;

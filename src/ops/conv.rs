@@ -129,7 +129,6 @@ impl Geometry {
             && self.kh == self.kw
             && self.kh > 1
             && self.pad < self.kh
-            && !self.reads_input_as_columns()
     }
 
     /// The geometry of that convolution: dY in, dx out.

@@ -9,7 +9,10 @@ use crate::tensor::{DType, Tensor};
 
 pub const SHADER: ShaderSource = ShaderSource {
     name: "layernorm",
-    wgsl: include_str!("../../shaders/layernorm.wgsl"),
+    wgsl: concat!(
+        include_str!("../../shaders/layernorm.wgsl"),
+        include_str!("../../shaders/common/workgroup_sum.wgsl")
+    ),
 };
 
 const WG: u32 = 64;
