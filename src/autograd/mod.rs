@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +20,20 @@ pub(crate) struct Node {
 
 thread_local! {
     static NO_GRAD_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The seed of the backward running on this thread (a tensor of ones), kept alive until it
+    /// ends so that no other tensor can be given its buffer meanwhile.
+    static SEED: RefCell<Option<Tensor>> = const { RefCell::new(None) };
+}
+
+/// Whether `g` is the seed of the running backward, its buffer holding ones: a backward rule
+/// whose only work is to scale by its incoming gradient may then skip it (InfoNCE's does).
+/// Gradients are never written in place, so a tensor on the seed's buffer still holds ones.
+pub(crate) fn is_unit_seed(g: &Tensor) -> bool {
+    SEED.with(|s| {
+        s.borrow()
+            .as_ref()
+            .is_some_and(|seed| seed.shares_storage(g))
+    })
 }
 
 /// Whether ops record graph nodes on this thread.
@@ -116,8 +130,17 @@ pub(crate) fn backward(root: &Tensor) -> Result<()> {
             why: "the tensor does not depend on any parameter that requires a gradient".into(),
         });
     }
+    // Uploaded rather than filled: a copy costs less than a dispatch on CPU adapters.
+    let seed = Tensor::from_slice(root.gpu(), &[1.0], root.shape())?;
+    struct ClearSeed;
+    impl Drop for ClearSeed {
+        fn drop(&mut self) {
+            SEED.with(|s| s.borrow_mut().take());
+        }
+    }
+    SEED.with(|s| *s.borrow_mut() = Some(seed.clone()));
+    let _clear = ClearSeed;
     no_grad(|| {
-        let seed = Tensor::full(root.gpu(), root.shape(), 1.0)?;
         let Some(root_node) = root.0.node.clone() else {
             return root.accumulate_grad(seed);
         };

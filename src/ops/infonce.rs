@@ -378,6 +378,11 @@ pub fn infonce_with(
     }
     let p = params;
     Ok(record("infonce", loss, &[v, u], move |g, needs| {
+        // As the root of a backward (the usual case) the incoming gradient is 1: the kept
+        // gradients are the answer, and the backward dispatches nothing.
+        if crate::autograd::is_unit_seed(g) {
+            return Ok(vec![needs[0].then_some(gv), needs[1].then_some(gu)]);
+        }
         let gpu = g.gpu();
         // The kept gradients belong to this closure alone: scaled in place, then handed over.
         gpu.dispatch(&Dispatch {

@@ -184,6 +184,11 @@ impl Tensor {
         self.0.storage.raw()
     }
 
+    /// Whether both tensors are views of one buffer.
+    pub(crate) fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
     pub(crate) fn bytes(&self) -> u64 {
         (self.numel() * self.0.dtype.size()) as u64
     }
