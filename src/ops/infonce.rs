@@ -1,6 +1,7 @@
 //! ConVIRT's cross-modal softmax-InfoNCE loss (`shaders/infonce.wgsl`), fused: the forward
 //! computes the loss and, when autograd will ask, both gradients through the L2
-//! normalisation; the backward only scales them by the incoming gradient (one small dispatch).
+//! normalisation; the backward only scales them by the incoming gradient (one small dispatch),
+//! and as the root of a backward (`loss.backward()`, incoming gradient 1) does nothing at all.
 
 use super::u32_len;
 use crate::autograd::{grad_enabled, record};
@@ -38,8 +39,8 @@ const TILE: usize = 64;
 ///
 /// The fused path runs on two compute units at most, so this trades launches for parallelism.
 /// Measured forward + backward at d = 512 (kernel time): on llvmpipe the fused path (subgroup
-/// form) beats the tiled one at N = 32 (0.56-0.64 vs 4.2-5.1 ms) and at N = 256 (13-15 vs
-/// 41-45 ms). On an H100 the tiled path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall
+/// form) beats the tiled one at N = 32 (0.42-0.43 vs 4.3-4.9 ms) and at N = 256 (13-15 vs
+/// 41-48 ms). On an H100 the tiled path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall
 /// time) and 16x ahead at N = 256 (0.27 vs 4.2 ms), measured with the fused path's earlier
 /// one-workgroup form. 1024 is the limit the engine was asked for; GPU runs with large
 /// batches want it lower.
