@@ -41,8 +41,8 @@ synthetic corpus (no download), writing to runs/convirt-small.
   --lr X                   Adam learning rate        --weight-decay X
   --tau X                  temperature (0.1)         --lambda X   image-to-text weight (0.75)
   --image-size N           training image side       --seed N     everything derives from it
-  --augment paper|mild     the paper's augmentations (--config paper) or milder ones without
-                           flips (small: encoders from scratch learn several times faster)
+  --augment paper|mild|none  the paper's augmentations (--config paper), milder ones without
+                           flips, or none (small: encoders from scratch learn faster)
   --manifest FILE          real pairs from a CSV or JSON-lines manifest: columns image (or
                            path), report (or text) or report_path, optional split (train,
                            validate / val, test) and labels; paths relative to the manifest.

@@ -16,7 +16,9 @@ for `--check supervised`); never run in CI.
 
 Variations (RESULTS.md, "Why the default learns so little"): --head-bn, --out-bn (batch norm
 in the heads), --pool mean, --layers, --tau, --lr with --warmup, --text-lr (1e-9 freezes the
-text side), --text-bow (a trainable bag of words as text encoder), --no-augment; and two
+text side), --text-bow (a trainable bag of words as text encoder), --no-augment,
+--zero-init-residual (torchvision's: each residual block starts as the identity), --batch with
+--val-batch (validation keeps batches of 32 unless told), --size; and two
 checks: `--check floor` (both sides bags of words, the image side reading the whole report:
 the loss the task allows) and `--check supervised` (the ResNet-18 trained on the labels).
 """
@@ -218,6 +220,8 @@ def main():
     p.add_argument("--check", choices=["floor", "supervised"])
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--text-lr", type=float, default=None)
+    p.add_argument("--zero-init-residual", action="store_true")
+    p.add_argument("--val-batch", type=int, default=32)
     a = p.parse_args()
     global HEAD_BN, OUT_BN, POOL
     POOL = a.pool
@@ -238,7 +242,7 @@ def main():
     val_ids = vocab.encode([draw.choice(it["sentences"]) for it in val_items])
     val_input = to_input(val_pictures, a.size, False, rng)
 
-    image = torchvision.models.resnet18()
+    image = torchvision.models.resnet18(zero_init_residual=a.zero_init_residual)
     image.fc = nn.Identity()
     text = Bert(len(vocab.ids), a.width, a.layers)
     if a.text_bow:
@@ -257,20 +261,22 @@ def main():
     opt = torch.optim.Adam([{"params": ip, "lr": a.lr}, {"params": tp, "lr": a.text_lr or a.lr}], weight_decay=1e-6)
     base = [g["lr"] for g in opt.param_groups]
 
+    vb = a.val_batch
+
     def validate():
         for m in modules:
             m.eval()
         with torch.no_grad():
             losses = [
-                convirt_loss(image_head(image(val_input[i : i + a.batch])), text_head(text(val_ids[i : i + a.batch])), a.tau, a.lam).item()
-                for i in range(0, len(val_items) - a.batch + 1, a.batch)
+                convirt_loss(image_head(image(val_input[i : i + vb])), text_head(text(val_ids[i : i + vb])), a.tau, a.lam).item()
+                for i in range(0, len(val_items) - vb + 1, vb)
             ]
         for m in modules:
             m.train()
         return sum(losses) / len(losses)
 
     first = validate()
-    print(f"step 0: val {first:.4f} (ln {a.batch} = {math.log(a.batch):.4f})", flush=True)
+    print(f"step 0: val {first:.4f} (ln {vb} = {math.log(vb):.4f})", flush=True)
     order, recent, start = [], [], time.time()
     for step in range(1, a.steps + 1):
         if len(order) < a.batch:

@@ -78,6 +78,8 @@ pub enum Augmentation {
     /// initialised encoders and thousands of steps, slows early learning several-fold there,
     /// and a flip contradicts every "left" and "right" in the report.
     Mild,
+    /// None: the whole picture, as validation sees it ([`Augment::identity`]).
+    None,
 }
 
 impl Augmentation {
@@ -100,6 +102,7 @@ impl Augmentation {
                 blur_sigma: (0.1, 0.5),
                 out_size,
             },
+            Augmentation::None => Augment::identity(out_size),
         }
     }
 
@@ -108,6 +111,7 @@ impl Augmentation {
         match self {
             Augmentation::Paper => "paper",
             Augmentation::Mild => "mild",
+            Augmentation::None => "none",
         }
     }
 }
@@ -119,9 +123,10 @@ impl std::str::FromStr for Augmentation {
         match s {
             "paper" => Ok(Augmentation::Paper),
             "mild" => Ok(Augmentation::Mild),
+            "none" => Ok(Augmentation::None),
             _ => Err(Error::Invalid {
                 op: "Augmentation",
-                why: format!("'{s}' is not an augmentation (paper or mild)"),
+                why: format!("'{s}' is not an augmentation (paper, mild or none)"),
             }),
         }
     }
@@ -444,7 +449,7 @@ mod tests {
 
     #[test]
     fn augmentation_presets_round_trip_and_differ() {
-        for a in [Augmentation::Paper, Augmentation::Mild] {
+        for a in [Augmentation::Paper, Augmentation::Mild, Augmentation::None] {
             assert_eq!(a.name().parse::<Augmentation>().unwrap(), a);
             assert_eq!(a.settings(40).out_size, 40);
         }
@@ -452,6 +457,7 @@ mod tests {
         let mild = Augmentation::Mild.settings(64);
         assert_eq!(mild.hflip, 0.0);
         assert!(mild.crop_scale.0 > Augment::default().crop_scale.0);
+        assert_eq!(Augmentation::None.settings(48), Augment::identity(48));
         assert!("strong".parse::<Augmentation>().is_err());
     }
 
