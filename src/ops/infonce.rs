@@ -39,8 +39,8 @@ const TILE: usize = 64;
 ///
 /// The fused path runs on two compute units at most, so this trades launches for parallelism.
 /// Measured forward + backward at d = 512 (kernel time): on llvmpipe the fused path (subgroup
-/// form) beats the tiled one at N = 32 (0.42-0.43 vs 4.3-4.9 ms) and at N = 256 (13-15 vs
-/// 41-48 ms). On an H100 the tiled path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall
+/// form) beats the tiled one at N = 32 (0.37-0.40 vs 4.3-4.9 ms) and at N = 256 (11.5-11.8
+/// vs 41-48 ms). On an H100 the tiled path was ahead at N = 32 (0.18 vs 0.25 ms, equal in wall
 /// time) and 16x ahead at N = 256 (0.27 vs 4.2 ms), measured with the fused path's earlier
 /// one-workgroup form. 1024 is the limit the engine was asked for; GPU runs with large
 /// batches want it lower.
@@ -429,14 +429,14 @@ fn fused_loop_iterations(n: usize, d: usize, wg: usize, subgroups: bool) -> usiz
     let d4 = d.div_ceil(4);
     let lse_weights = 2 * rounds(2 * n) * n + 2 * n;
     if subgroups {
-        // Each subgroup of 8 takes 16 x 16 blocks of P (the norms on the way), then 8 rows by
-        // 32 columns of a gradient; a block's stores loop 2 x (4 + 16) + 4 times, a gradient
-        // tile's 2 x (4 + 16).
+        // Each subgroup of 8 takes 16 x 16 blocks of P (the norms on the way), then 16 rows by
+        // 32 columns of a gradient (a step of its loop per 8 summed indices); a block's stores
+        // loop 2 x (4 + 16) + 4 times, a gradient tile's 4 x (4 + 16).
         let per_subgroup = |items: usize| items.div_ceil(wg / 8);
-        let (blocks, row_blocks) = (n.div_ceil(16), n.div_ceil(8));
+        let blocks = n.div_ceil(16);
         return lse_weights
             + per_subgroup(blocks * blocks) * (d4 + 44)
-            + per_subgroup(row_blocks * d.div_ceil(32)) * (row_blocks + 40);
+            + per_subgroup(blocks * d.div_ceil(32)) * (n.div_ceil(8) + 80);
     }
     let blocks = n.div_ceil(4);
     // A block's stores: 4 columns x 4 rows (and the outer loop's own iterations).
