@@ -222,6 +222,7 @@ def main():
     p.add_argument("--text-lr", type=float, default=None)
     p.add_argument("--zero-init-residual", action="store_true")
     p.add_argument("--val-batch", type=int, default=32)
+    p.add_argument("--drop-sentences", default=None, help="a regex: sentences it finds are never drawn (unless all of a report's are)")
     a = p.parse_args()
     global HEAD_BN, OUT_BN, POOL
     POOL = a.pool
@@ -234,6 +235,11 @@ def main():
     val_pictures, val_items = load(a.corpus, "val")
     val_pictures, val_items = val_pictures[:128], val_items[:128]
     vocab = Vocabulary(items + val_items)
+    if a.drop_sentences:
+        pattern = re.compile(a.drop_sentences, re.I)
+        for it in items + val_items:
+            kept = [x for x in it["sentences"] if not pattern.search(x)]
+            it["sentences"] = kept or it["sentences"]
     if a.check == "floor":
         return check_floor(items, val_items, vocab, a)
     if a.check == "supervised":
