@@ -18,7 +18,7 @@ Variations (RESULTS.md, "Why the default learns so little"): --head-bn, --out-bn
 in the heads), --pool mean, --layers, --tau, --lr with --warmup, --text-lr (1e-9 freezes the
 text side), --text-bow (a trainable bag of words as text encoder), --no-augment,
 --zero-init-residual (torchvision's: each residual block starts as the identity), --batch with
---val-batch (validation keeps batches of 32 unless told), --size; and two
+--val-batch (validation keeps batches of 32 unless told), --size, --drop-sentences REGEX; and two
 checks: `--check floor` (both sides bags of words, the image side reading the whole report:
 the loss the task allows) and `--check supervised` (the ResNet-18 trained on the labels).
 """
