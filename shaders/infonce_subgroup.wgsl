@@ -162,6 +162,7 @@ fn gradients_sg(lane: u32, sg: u32, groups: u32, side: u32) {
             let w2 = weights4(wm, r2, live);
             let w3 = weights4(wm, r3, live);
             // Summed indices past N have zero weights; their rows are clamped to the last.
+            // Written out: a broadcast takes a constant lane, and llvmpipe unrolls no loops.
             let last = n - 1u;
             gradient_step(side, min(m0, last), kl, subgroupBroadcast(w0, 0u), subgroupBroadcast(w1, 0u),
                           subgroupBroadcast(w2, 0u), subgroupBroadcast(w3, 0u), &acc0, &acc1, &acc2, &acc3);
