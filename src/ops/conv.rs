@@ -1,7 +1,8 @@
 //! 2-D convolution (`shaders/conv.wgsl` + the GEMM): NCHW input, OIHW weight, square stride and
 //! padding, optional bias. Forward: `im2col` lays the batch's columns side by side,
 //! `cols[C*KH*KW, N*OH*OW]`, then one GEMM `W[O, C*KH*KW] x cols` and a permutation to NCHW.
-//! Backward: the columns are recomputed rather than kept (they are KH*KW times the input), then
+//! Backward: the columns are kept from the forward where they are small (up to
+//! `KEEP_COLUMNS_MAX_BYTES`; they are KH*KW times the input) and recomputed otherwise, then
 //! `dW = dY cols^T` and `dx = col2im(W^T dY)`, with dY as `[O, N*OH*OW]`; at stride 1 (kernels
 //! above 1x1), dx is instead the adjoint convolution of dY, through im2col and one GEMM.
 //! 1x1 stride-1 convolutions over large maps skip im2col: the input already holds the columns
@@ -9,7 +10,7 @@
 //! columns would exceed a storage binding (ResNet-50 at batch 32, 224 px) run in image chunks.
 
 use super::u32_len;
-use crate::autograd::{no_grad, record};
+use crate::autograd::{grad_enabled, no_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
 use crate::ops::GemmOptions;
@@ -28,6 +29,13 @@ const WG: u32 = 64;
 /// Measured, kernel time of a ResNet-50 training step at batch 8 on llvmpipe: 13.2 s with
 /// every 1x1 convolution per image, 11.5 s from 512 positions, 12.2 s from 1000.
 const PER_IMAGE_MIN_POSITIONS: usize = 512;
+
+/// The forward keeps a convolution's columns for its weight gradient when they take at most
+/// this many bytes, instead of unfolding the input again in the backward. Kept columns live
+/// until the backward: all the small ones of a network at once, so the cap bounds what the
+/// memory peak gains (ResNet-50 at batch 32: the columns of stages 3 and 4 are kept, those of
+/// stages 1 and 2 and the stem are not).
+const KEEP_COLUMNS_MAX_BYTES: u64 = 64 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -239,18 +247,29 @@ fn swap_leading(t: &Tensor, a: usize, b: usize, rest: usize) -> Result<Tensor> {
     t.reshape(&[a, b, rest])?.permute(&[1, 0, 2])
 }
 
-fn forward_images(x: &Tensor, g: &Geometry, w2d: &Tensor) -> Result<Tensor> {
+/// y `[n, O, OH, OW]` of a chunk of images; `cols` are its columns where the caller has them.
+fn forward_images(x: &Tensor, g: &Geometry, w2d: &Tensor, cols: Option<&Tensor>) -> Result<Tensor> {
     let ohw = g.oh * g.ow;
     let y = if g.reads_input_as_columns() {
         w2d.matmul(&x.reshape(&[g.n, g.c, ohw])?)?
     } else {
-        swap_leading(&w2d.matmul(&columns(x, g)?)?, g.o, g.n, ohw)?
+        let product = match cols {
+            Some(cols) => w2d.matmul(cols)?,
+            None => w2d.matmul(&columns(x, g)?)?,
+        };
+        swap_leading(&product, g.o, g.n, ohw)?
     };
     y.reshape(&[g.n, g.o, g.oh, g.ow])
 }
 
-/// dW `[O, C*KH*KW]` of a chunk of images, from its dY `[n, O, OH*OW]`.
-fn weight_grad_images(x: &Tensor, dy: &Tensor, g: &Geometry) -> Result<Tensor> {
+/// dW `[O, C*KH*KW]` of a chunk of images, from its dY `[n, O, OH*OW]`; `cols` are the
+/// chunk's columns where the forward kept them.
+fn weight_grad_images(
+    x: &Tensor,
+    dy: &Tensor,
+    g: &Geometry,
+    cols: Option<&Tensor>,
+) -> Result<Tensor> {
     let ohw = g.oh * g.ow;
     let nt = GemmOptions {
         trans_b: true,
@@ -260,7 +279,10 @@ fn weight_grad_images(x: &Tensor, dy: &Tensor, g: &Geometry) -> Result<Tensor> {
         return dy.gemm(&x.reshape(&[g.n, g.c, ohw])?, &nt)?.sum(0);
     }
     let dy2d = swap_leading(dy, g.n, g.o, ohw)?.reshape(&[g.o, g.n * ohw])?;
-    dy2d.gemm(&columns(x, g)?, &nt)
+    match cols {
+        Some(cols) => dy2d.gemm(cols, &nt),
+        None => dy2d.gemm(&columns(x, g)?, &nt),
+    }
 }
 
 /// The weight of the adjoint convolution (see `backward_is_a_convolution`), `[C, O*KH*KW]`:
@@ -291,7 +313,7 @@ fn input_grad_images(
     let ohw = g.oh * g.ow;
     if let Some(w_adj) = adjoint {
         let a = g.adjoint();
-        return forward_images(&dy.reshape(&[a.n, a.c, a.h, a.w])?, &a, w_adj);
+        return forward_images(&dy.reshape(&[a.n, a.c, a.h, a.w])?, &a, w_adj, None);
     }
     let tn = GemmOptions {
         trans_a: true,
@@ -384,9 +406,21 @@ impl Tensor {
         let g = Geometry::new(self, weight, stride, padding)?;
         self.expect_dtype("conv2d", DType::F32)?;
         let w2d = weight.detach().reshape(&[g.o, g.ckk()])?;
+        // The columns, kept for the weight gradient where they are small enough (see
+        // KEEP_COLUMNS_MAX_BYTES); otherwise the backward unfolds the input again.
+        let kept = if grad_enabled()
+            && weight.requires_grad_flag()
+            && !g.reads_input_as_columns()
+            && chunk_images(self, &g) == g.n
+            && 4 * (g.ckk() * g.n * g.oh * g.ow) as u64 <= KEEP_COLUMNS_MAX_BYTES
+        {
+            Some(columns(self, &g)?)
+        } else {
+            None
+        };
         let y = no_grad(|| {
             per_chunk(self, &g, &[g.n, g.o, g.oh, g.ow], |x, g| {
-                forward_images(x, g, &w2d)
+                forward_images(x, g, &w2d, kept.as_ref())
             })
         })?;
         let x = self.detach();
@@ -402,6 +436,7 @@ impl Tensor {
                         &images(&x, n0, count)?,
                         &images(&dy, n0, count)?,
                         &part,
+                        kept.as_ref(),
                     )?;
                     dw = Some(match dw {
                         Some(acc) => acc.add(&grad)?,
