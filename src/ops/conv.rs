@@ -230,6 +230,14 @@ fn columns(x: &Tensor, g: &Geometry) -> Result<Tensor> {
     Ok(cols)
 }
 
+/// The columns the forward kept, or `x`'s unfolded anew.
+fn columns_or_kept(x: &Tensor, g: &Geometry, kept: Option<&Tensor>) -> Result<Tensor> {
+    match kept {
+        Some(cols) => Ok(cols.clone()),
+        None => columns(x, g),
+    }
+}
+
 /// The input gradient from column gradients `[C*KH*KW, N*OH*OW]`.
 fn fold(dcols: Tensor, g: &Geometry) -> Result<Tensor> {
     let dx = Tensor::uninit(
@@ -253,11 +261,7 @@ fn forward_images(x: &Tensor, g: &Geometry, w2d: &Tensor, cols: Option<&Tensor>)
     let y = if g.reads_input_as_columns() {
         w2d.matmul(&x.reshape(&[g.n, g.c, ohw])?)?
     } else {
-        let product = match cols {
-            Some(cols) => w2d.matmul(cols)?,
-            None => w2d.matmul(&columns(x, g)?)?,
-        };
-        swap_leading(&product, g.o, g.n, ohw)?
+        swap_leading(&w2d.matmul(&columns_or_kept(x, g, cols)?)?, g.o, g.n, ohw)?
     };
     y.reshape(&[g.n, g.o, g.oh, g.ow])
 }
@@ -279,10 +283,7 @@ fn weight_grad_images(
         return dy.gemm(&x.reshape(&[g.n, g.c, ohw])?, &nt)?.sum(0);
     }
     let dy2d = swap_leading(dy, g.n, g.o, ohw)?.reshape(&[g.o, g.n * ohw])?;
-    match cols {
-        Some(cols) => dy2d.gemm(cols, &nt),
-        None => dy2d.gemm(&columns(x, g)?, &nt),
-    }
+    dy2d.gemm(&columns_or_kept(x, g, cols)?, &nt)
 }
 
 /// The weight of the adjoint convolution (see `backward_is_a_convolution`), `[C, O*KH*KW]`:
