@@ -1,6 +1,7 @@
 //! GEMM: every layout, batching, epilogues, awkward sizes, and the backward rule.
 
 use crate::common::*;
+use convirt::ops::Columns;
 use convirt::reference::{self, GemmDims};
 use convirt::{Activation, GemmOptions, Gpu};
 use std::sync::Arc;
@@ -72,6 +73,106 @@ fn gemm_all_layouts_awkward_sizes() {
             );
         }
     }
+}
+
+/// `[images, rows, positions]` <-> `[rows, images * positions]`, on the host.
+fn image_major(
+    v: &[f64],
+    images: usize,
+    rows: usize,
+    positions: usize,
+    to_matrix: bool,
+) -> Vec<f64> {
+    let mut out = vec![0.0; v.len()];
+    for n in 0..images {
+        for r in 0..rows {
+            for q in 0..positions {
+                let (im, mat) = (
+                    (n * rows + r) * positions + q,
+                    r * images * positions + n * positions + q,
+                );
+                if to_matrix {
+                    out[mat] = v[im];
+                } else {
+                    out[im] = v[mat];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn gemm_image_major_columns_of_b_and_c() {
+    // Positions per image that are and are not whole groups of 4 (the vec4 and scalar paths),
+    // one image and several, tiles that straddle images, both layouts of A. Small shapes: the
+    // big tiling is the same template unrolled further, and each of its pipelines takes
+    // llvmpipe about 15 s to compile (ResNet's tests run it on these layouts).
+    let gpu = gpu();
+    let cases = [(7, 5, 3, 49), (9, 8, 5, 12), (33, 17, 1, 1)];
+    for (i, &(m, k, images, positions)) in cases.iter().enumerate() {
+        let n = images * positions;
+        let mut rng = Rng::new(40 + i as u64);
+        let a = rng.vec(m * k, -1.0, 1.0);
+        let b = rng.vec(k * n, -1.0, 1.0);
+        for trans_a in [false, true] {
+            let d = GemmDims {
+                trans_b: false,
+                ..dims(1, m, n, k, trans_a, false)
+            };
+            let want = reference::gemm(d, &a, &b, 1.0, None, None, 0);
+            let ta = upload_to(&gpu, &a, &if trans_a { [k, m] } else { [m, k] });
+            let b_images = upload_to(
+                &gpu,
+                &image_major(&b, images, k, positions, false),
+                &[images, k, positions],
+            );
+            let b_matrix = upload_to(&gpu, &b, &[k, n]);
+            let layout = Columns::Images { positions };
+            // (The plain layouts are every other test's.)
+            let combinations = [
+                (&b_images, layout, layout),
+                (&b_images, layout, Columns::Matrix),
+                (&b_matrix, Columns::Matrix, layout),
+            ];
+            for (b_t, b_layout, out_layout) in combinations {
+                {
+                    let c = ta
+                        .matmul_columns(trans_a, b_t, b_layout, out_layout)
+                        .expect("gemm");
+                    let got = c.to_vec().expect("download");
+                    let got: Vec<f32> = if out_layout == Columns::Matrix {
+                        assert_eq!(c.shape(), [m, n]);
+                        got
+                    } else {
+                        assert_eq!(c.shape(), [images, m, positions]);
+                        let g: Vec<f64> = got.iter().map(|&x| x as f64).collect();
+                        image_major(&g, images, m, positions, true)
+                            .iter()
+                            .map(|&x| x as f32)
+                            .collect()
+                    };
+                    let e = rel_err(&got, &want);
+                    assert!(
+                        e < 1e-5,
+                        "gemm {m}x{n}x{k}, {images} images of {positions}, trans_a={trans_a}, B {b_layout:?}, C {out_layout:?}: relative error {e:.2e}"
+                    );
+                }
+            }
+        }
+    }
+    let a = upload_to(&gpu, &[1.0; 6], &[2, 3]);
+    let b = upload_to(&gpu, &[1.0; 12], &[2, 3, 2]);
+    let err = a.matmul_columns(
+        false,
+        &b,
+        Columns::Images { positions: 2 },
+        Columns::Images { positions: 3 },
+    );
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("not whole images of 3 positions"));
 }
 
 #[test]

@@ -100,8 +100,10 @@ fn gemm_subgroup(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
         // unroll i j
         hi_i_j += b_j * hi_a_i;
     }
+    // unroll j
+    let cc_j = c_cols(n0 + 4u * WG * J);
     // unroll i j
-    store(c_base, m0 + 8u * I, n0 + 4u * WG * J, lo_i_j);
+    store(c_base, m0 + 8u * I, n0 + 4u * WG * J, cc_j, lo_i_j);
     // unroll i j
-    store(c_base, m0 + 8u * I + 4u, n0 + 4u * WG * J, hi_i_j);
+    store(c_base, m0 + 8u * I + 4u, n0 + 4u * WG * J, cc_j, hi_i_j);
 }

@@ -1,10 +1,12 @@
 //! 2-D convolution (`shaders/conv.wgsl` + the GEMM): NCHW input, OIHW weight, square stride and
 //! padding, optional bias. Forward: `im2col` lays the batch's columns side by side,
-//! `cols[C*KH*KW, N*OH*OW]`, then one GEMM `W[O, C*KH*KW] x cols` and a permutation to NCHW.
+//! `cols[C*KH*KW, N*OH*OW]`, then one GEMM `W[O, C*KH*KW] x cols` that writes its
+//! `[O, N*OH*OW]` result straight into NCHW (see `ops::gemm::Columns`).
 //! Backward: the columns are kept from the forward where they are small (up to
 //! `KEEP_COLUMNS_MAX_BYTES`; they are KH*KW times the input) and recomputed otherwise, then
-//! `dW = dY cols^T` and `dx = col2im(W^T dY)`, with dY as `[O, N*OH*OW]`; at stride 1 (kernels
-//! above 1x1), dx is instead the adjoint convolution of dY, through im2col and one GEMM.
+//! `dW = dY cols^T` (dY permuted to `[O, N*OH*OW]`) and `dx = col2im(W^T dY)` (dY read as it
+//! is); at stride 1 (kernels above 1x1), dx is instead the adjoint convolution of dY, through
+//! im2col and one GEMM.
 //! 1x1 stride-1 convolutions over large maps skip im2col: the input already holds the columns
 //! of each image, so they run as a batched GEMM with W shared. Batches whose
 //! columns would exceed a storage binding (ResNet-50 at batch 32, 224 px) run in image chunks.
@@ -13,7 +15,7 @@ use super::u32_len;
 use crate::autograd::{grad_enabled, no_grad, record};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
-use crate::ops::GemmOptions;
+use crate::ops::{Columns, GemmOptions};
 use crate::tensor::{DType, Tensor};
 
 pub const SHADER: ShaderSource = ShaderSource {
@@ -250,18 +252,15 @@ fn fold(dcols: Tensor, g: &Geometry) -> Result<Tensor> {
     Ok(dx)
 }
 
-/// `[A, B, rest]` -> `[B, A, rest]`: between NCHW and the GEMM's `[O, N*OH*OW]`.
-fn swap_leading(t: &Tensor, a: usize, b: usize, rest: usize) -> Result<Tensor> {
-    t.reshape(&[a, b, rest])?.permute(&[1, 0, 2])
-}
-
 /// y `[n, O, OH, OW]` of a chunk of images; `cols` are its columns where the caller has them.
 fn forward_images(x: &Tensor, g: &Geometry, w2d: &Tensor, cols: Option<&Tensor>) -> Result<Tensor> {
     let ohw = g.oh * g.ow;
     let y = if g.reads_input_as_columns() {
         w2d.matmul(&x.reshape(&[g.n, g.c, ohw])?)?
     } else {
-        swap_leading(&w2d.matmul(&columns_or_kept(x, g, cols)?)?, g.o, g.n, ohw)?
+        let cols = columns_or_kept(x, g, cols)?;
+        let images = Columns::Images { positions: ohw };
+        w2d.matmul_columns(false, &cols, Columns::Matrix, images)?
     };
     y.reshape(&[g.n, g.o, g.oh, g.ow])
 }
@@ -282,7 +281,7 @@ fn weight_grad_images(
     if g.reads_input_as_columns() {
         return dy.gemm(&x.reshape(&[g.n, g.c, ohw])?, &nt)?.sum(0);
     }
-    let dy2d = swap_leading(dy, g.n, g.o, ohw)?.reshape(&[g.o, g.n * ohw])?;
+    let dy2d = dy.permute(&[1, 0, 2])?.reshape(&[g.o, g.n * ohw])?;
     dy2d.gemm(&columns_or_kept(x, g, cols)?, &nt)
 }
 
@@ -323,8 +322,8 @@ fn input_grad_images(
     if g.reads_input_as_columns() {
         return w2d.gemm(dy, &tn)?.reshape(&[g.n, g.c, g.h, g.w]);
     }
-    let dy2d = swap_leading(dy, g.n, g.o, ohw)?.reshape(&[g.o, g.n * ohw])?;
-    fold(w2d.gemm(&dy2d, &tn)?, g)
+    let images = Columns::Images { positions: ohw };
+    fold(w2d.matmul_columns(true, dy, images, Columns::Matrix)?, g)
 }
 
 /// Images per chunk so that one chunk's temporaries stay within the device's scratch budget:

@@ -63,6 +63,28 @@ struct Params {
     beta: f32,
     has_bias: u32,
     _pad: u32,
+    b_group: u32,
+    b_sg: u32,
+    c_group: u32,
+    c_sg: u32,
+}
+
+/// How a convolution's matrix `[rows, images * positions]` (positions = H * W) lies in
+/// memory: as that matrix, or as the NCHW tensor `[images, rows, positions]` it stands for,
+/// which [`Tensor::matmul_columns`] reads and writes without permuting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Columns {
+    Matrix,
+    Images { positions: usize },
+}
+
+impl Columns {
+    fn group(self) -> Option<usize> {
+        match self {
+            Columns::Matrix => None,
+            Columns::Images { positions } => Some(positions),
+        }
+    }
 }
 
 /// Register blocking: a workgroup of `wg` invocations along N; each invocation owns
@@ -146,7 +168,8 @@ pub fn subgroup_shader(t: GemmTiling) -> Option<ShaderSource> {
     })
 }
 
-/// The logical problem after shape checks.
+/// The logical problem after shape checks; `b_group` and `c_group` are the image-major
+/// layouts' group sizes (see [`Columns`]).
 struct Problem {
     batch: usize,
     m: usize,
@@ -155,6 +178,8 @@ struct Problem {
     a_batched: bool,
     b_batched: bool,
     out_shape: Vec<usize>,
+    b_group: Option<usize>,
+    c_group: Option<usize>,
 }
 
 fn shape_error(a: &Tensor, b: &Tensor, why: String) -> Error {
@@ -211,6 +236,8 @@ fn problem(a: &Tensor, b: &Tensor, o: &GemmOptions) -> Result<Problem> {
         a_batched: !a_batch.is_empty(),
         b_batched: !b_batch.is_empty(),
         out_shape,
+        b_group: None,
+        c_group: None,
     })
 }
 
@@ -235,6 +262,10 @@ fn launch(
     );
     let (a_sm, a_sk) = if o.trans_a { (1, m) } else { (k, 1) };
     let (b_sk, b_sn) = if o.trans_b { (1, k) } else { (n, 1) };
+    let group = |g: Option<usize>| g.map(|g| u32_len("gemm", g)).transpose();
+    let (b_group, c_group) = (group(p.b_group)?, group(p.c_group)?);
+    // Image-major op(B) is [images, K, positions]: rows are a group apart.
+    let b_sk = b_group.unwrap_or(b_sk);
     let params = Params {
         m,
         n,
@@ -252,10 +283,20 @@ fn launch(
         beta: o.accumulate.as_ref().map_or(0.0, |(beta, _)| *beta),
         has_bias: o.bias.is_some() as u32,
         _pad: 0,
+        b_group: b_group.unwrap_or(n),
+        b_sg: b_group.map_or(0, |g| g * k),
+        c_group: c_group.unwrap_or(n),
+        c_sg: c_group.map_or(0, |g| g * m),
     };
     let bias = o.bias.as_ref().unwrap_or(a);
-    // 16-byte reads need every 4-group aligned and inside its matrix (see gemm.wgsl).
-    let vec4 = k % 4 == 0 && (!o.trans_a || m % 4 == 0) && (o.trans_b || n % 4 == 0);
+    // 16-byte reads need every 4-group aligned and inside its matrix (see gemm.wgsl), and
+    // inside one image where columns are image-major.
+    let whole_fours = |g: Option<u32>| g.is_none_or(|g| g % 4 == 0);
+    let vec4 = k % 4 == 0
+        && (!o.trans_a || m % 4 == 0)
+        && (o.trans_b || n % 4 == 0)
+        && whole_fours(b_group);
+    let vec4_c = n % 4 == 0 && whole_fours(c_group);
     let name = match (o.trans_a, o.trans_b) {
         (false, false) => "gemm_nn",
         (false, true) => "gemm_nt",
@@ -289,10 +330,12 @@ fn launch(
                 overrides: &[
                     ("WG", t.wg as f64),
                     ("VEC4", vec4 as u8 as f64),
-                    ("VEC4_C", (n % 4 == 0) as u8 as f64),
+                    ("VEC4_C", vec4_c as u8 as f64),
                     ("A_T", o.trans_a as u8 as f64),
                     ("B_T", o.trans_b as u8 as f64),
                     ("ACT", act as u32 as f64),
+                    ("GROUPED_B", b_group.is_some() as u8 as f64),
+                    ("GROUPED_C", c_group.is_some() as u8 as f64),
                 ],
             },
             name,
@@ -340,6 +383,90 @@ impl Tensor {
     /// ```
     pub fn matmul(&self, b: &Tensor) -> Result<Tensor> {
         self.gemm(b, &GemmOptions::default())
+    }
+
+    /// `op(self) B` for a convolution's column algebra, where B and the result may be NCHW
+    /// tensors standing for `[channels, images * positions]` matrices (see [`Columns`]): B is
+    /// `[images, K, positions]` or `[K, N]`, the result `[images, M, positions]` or `[M, N]`.
+    /// `self` is `[M, K]`, or `[K, M]` with `trans_a`. Not recorded for autograd: convolution
+    /// records its own backward.
+    ///
+    /// ```no_run
+    /// # use convirt::{Gpu, Tensor, ops::gemm::Columns};
+    /// # let gpu = Gpu::shared()?;
+    /// // A 1x1 convolution of two 2-pixel images: W [2, 2] times x [images 2, channels 2, 2].
+    /// let w = Tensor::from_slice(&gpu, &[1.0, 0.0, 0.0, 2.0], &[2, 2])?;
+    /// let x = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &[2, 2, 2])?;
+    /// let images = Columns::Images { positions: 2 };
+    /// let y = w.matmul_columns(false, &x, images, images)?;
+    /// assert_eq!(y.to_vec()?, vec![1.0, 2.0, 6.0, 8.0, 5.0, 6.0, 14.0, 16.0]);
+    /// # Ok::<(), convirt::Error>(())
+    /// ```
+    pub fn matmul_columns(
+        &self,
+        trans_a: bool,
+        b: &Tensor,
+        b_layout: Columns,
+        out_layout: Columns,
+    ) -> Result<Tensor> {
+        let a = self;
+        a.expect_dtype("gemm", DType::F32)?;
+        b.expect_dtype("gemm", DType::F32)?;
+        let &[ar, ac] = a.shape() else {
+            return Err(shape_error(a, b, "A must be a matrix".into()));
+        };
+        let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+        let (k_b, n) = match (b_layout, b.shape()) {
+            (Columns::Matrix, &[k_b, n]) => (k_b, n),
+            (Columns::Images { positions }, &[images, k_b, p]) if p == positions => {
+                (k_b, images * p)
+            }
+            _ => {
+                return Err(shape_error(
+                    a,
+                    b,
+                    format!("B must be {b_layout:?}: [K, N] or [images, K, positions]"),
+                ))
+            }
+        };
+        if k_b != k {
+            return Err(shape_error(
+                a,
+                b,
+                format!("inner dimensions differ: op(A) is {m} x {k}, B has {k_b} rows"),
+            ));
+        }
+        let out_shape = match out_layout {
+            Columns::Matrix => vec![m, n],
+            Columns::Images { positions } if positions > 0 && n % positions == 0 => {
+                vec![n / positions, m, positions]
+            }
+            Columns::Images { positions } => {
+                return Err(shape_error(
+                    a,
+                    b,
+                    format!("{n} columns are not whole images of {positions} positions"),
+                ))
+            }
+        };
+        let p = Problem {
+            batch: 1,
+            m,
+            n,
+            k,
+            a_batched: false,
+            b_batched: false,
+            out_shape,
+            b_group: b_layout.group(),
+            c_group: out_layout.group(),
+        };
+        let c = Tensor::uninit(a.gpu(), &p.out_shape, DType::F32, "gemm")?;
+        let o = GemmOptions {
+            trans_a,
+            ..Default::default()
+        };
+        launch(a, b, &c, &p, &o, Activation::None)?;
+        Ok(c)
     }
 
     /// The full GEMM: transposes, alpha, `beta * C0`, bias and activation (see [`GemmOptions`]).

@@ -20,7 +20,7 @@ pub mod token_pool;
 mod unroll;
 
 pub use elementwise::{Binary, Unary};
-pub use gemm::{Activation, GemmOptions};
+pub use gemm::{Activation, Columns, GemmOptions};
 
 use crate::error::{Error, Result};
 use crate::gpu::ShaderSource;
