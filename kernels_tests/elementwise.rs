@@ -88,8 +88,9 @@ fn unary_backward() {
 }
 
 type BinaryOp = fn(&Tensor, &Tensor) -> convirt::Result<Tensor>;
-const BINARY: [(Binary, BinaryOp); 4] = [
+const BINARY: [(Binary, BinaryOp); 5] = [
     (Binary::Add, Tensor::add),
+    (Binary::AddRelu, Tensor::add_relu),
     (Binary::Sub, Tensor::sub),
     (Binary::Mul, Tensor::mul),
     (Binary::Div, Tensor::div),
@@ -114,7 +115,19 @@ fn binary_forward_and_backward() {
             assert_close(&format!("{op:?} n={n}"), &y, &want, 1e-5);
         }
         let mut rng = Rng::new(99);
-        let (x, z) = (rng.vec(23, -2.0, 2.0), rng.vec(23, 0.5, 2.0));
+        let (mut x, z) = (rng.vec(23, -2.0, 2.0), rng.vec(23, 0.5, 2.0));
+        if op == Binary::AddRelu {
+            // Finite differences cannot cross the kink where x + z = 0.
+            for (a, &b) in x.iter_mut().zip(&z) {
+                if (*a + b).abs() < 0.05 {
+                    *a += 0.5;
+                }
+            }
+            assert!(
+                x.iter().zip(&z).any(|(a, b)| a + b < 0.0),
+                "both sides of the kink"
+            );
+        }
         check_grad(
             &format!("{op:?}"),
             &[input(x, &[23]), input(z, &[23])],

@@ -10,7 +10,7 @@
 //                          7 reciprocal, 8 tanh
 // binary  y = f(x, z):     0 add, 1 sub, 2 mul, 3 div,
 //                          4 ReLU backward (x = grad, z = input), 5 GELU backward (same),
-//                          6 tanh backward (x = grad, z = output)
+//                          6 tanh backward (x = grad, z = output), 7 ReLU(x + z)
 // bias    y = x + z[(i / inner) % channels]   (z broadcast along one axis)
 // fill    y = a
 
@@ -57,6 +57,7 @@ fn binary_op(x: f32, z: f32) -> f32 {
         case 4u: { return select(0.0, x, z > 0.0); }
         case 5u: { return x * gelu_grad(z); }
         case 6u: { return x * (1.0 - z * z); }
+        case 7u: { return max(x + z, 0.0); }
         default: { return x; }
     }
 }

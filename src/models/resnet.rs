@@ -145,7 +145,7 @@ impl Block {
             Some((conv, bn)) => bn.forward(&conv.forward(x)?, train)?,
             None => x.clone(),
         };
-        h.add(&shortcut)?.relu()
+        h.add_relu(&shortcut)
     }
 
     fn named(&self, out: &mut Named) {

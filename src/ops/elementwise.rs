@@ -59,6 +59,8 @@ pub enum Binary {
     GeluBackward = 5,
     /// `grad * (1 - output^2)`
     TanhBackward = 6,
+    /// `max(x + z, 0)`: a residual block's sum and its ReLU in one pass
+    AddRelu = 7,
 }
 
 impl Unary {
@@ -98,6 +100,7 @@ impl Binary {
             Binary::ReluBackward => "binary.relu_backward",
             Binary::GeluBackward => "binary.gelu_backward",
             Binary::TanhBackward => "binary.tanh_backward",
+            Binary::AddRelu => "binary.add_relu",
         }
     }
 }
@@ -231,6 +234,17 @@ impl Tensor {
         let y = binary_raw(self, other, Binary::Add)?;
         Ok(record("add", y, &[self, other], |g, _| {
             Ok(vec![Some(g.clone()), Some(g.clone())])
+        }))
+    }
+
+    /// `relu(self + other)`, same shapes, in one pass (a residual block's output).
+    pub fn add_relu(&self, other: &Tensor) -> Result<Tensor> {
+        let y = binary_raw(self, other, Binary::AddRelu)?;
+        let out = y.detach();
+        Ok(record("add_relu", y, &[self, other], move |g, _| {
+            // The output is positive exactly where the sum is.
+            let d = binary_raw(g, &out, Binary::ReluBackward)?;
+            Ok(vec![Some(d.clone()), Some(d)])
         }))
     }
 

@@ -132,6 +132,7 @@ pub fn unary(op: Unary, x: f64, a: f64, b: f64) -> f64 {
 pub fn binary(op: Binary, x: f64, z: f64) -> f64 {
     match op {
         Binary::Add => x + z,
+        Binary::AddRelu => (x + z).max(0.0),
         Binary::Sub => x - z,
         Binary::Mul => x * z,
         Binary::Div => x / z,
