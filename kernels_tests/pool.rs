@@ -50,11 +50,14 @@ fn max_pool_forward() {
 
 #[test]
 fn max_pool_backward() {
+    // Rows of whole groups of 4 (W 8, 12) take four elements per invocation, the others one.
     for &(shape, k, s, p) in &[
         (&[2, 2, 7, 5][..], 3, 2, 1),
         (&[1, 3, 9, 9], 3, 2, 1),
         (&[1, 2, 6, 8], 2, 2, 0),
         (&[1, 1, 5, 6], 3, 1, 1),
+        (&[2, 2, 7, 12], 3, 2, 1),
+        (&[1, 1, 5, 8], 3, 1, 1),
     ] {
         let x = distinct(shape.iter().product(), k as u64 + shape[3] as u64);
         check_grad(
@@ -69,7 +72,13 @@ fn max_pool_backward() {
 
 #[test]
 fn max_pool_ties_go_to_the_first_maximum_in_row_major_order() {
-    let (h, w, k, s, p) = (5, 6, 3, 2, 1);
+    for (h, w) in [(5, 6), (5, 8)] {
+        ties_in(h, w);
+    }
+}
+
+fn ties_in(h: usize, w: usize) {
+    let (k, s, p) = (3, 2, 1);
     let x = Tensor::param(&gpu(), &vec![1.0; h * w], &[1, 1, h, w]).unwrap();
     let y = x.max_pool2d(k, s, p).unwrap();
     let (oh, ow) = (y.shape()[2], y.shape()[3]);

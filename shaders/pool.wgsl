@@ -10,10 +10,11 @@
 //                 row-major window order, as PyTorch picks it (what backward routes by)
 // backward        dx[e] = sum of g over the windows whose idx is e. Each input element
 //                 gathers from the few windows that contain it: no atomics, and the same
-//                 summation order on every run.
+//                 summation order on every run. An invocation takes SPAN elements of a row
+//                 (4 where rows hold whole groups of 4), which share most of their windows.
 //
 // Bindings: 1 x (forward: the input; backward: the output's gradient), 2 y (forward: the
-// output; backward: dx), 3 idx.
+// output; backward: dx), 3 idx, 4 y4 (backward: dx again, written 16 bytes at a time).
 
 struct Params {
     planes: u32, h: u32, w: u32, oh: u32,
@@ -25,8 +26,12 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> idx: array<u32>;
 
+@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+
 override WG: u32 = 256u;
 override STRIDE: u32 = 1u;
+// Input elements per invocation in backward: 4 when W % 4 == 0, else 1.
+override SPAN: u32 = 1u;
 
 fn plane_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y + wid.z * nwg.y;
@@ -92,24 +97,31 @@ fn forward_index(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
     let plane = plane_index(wid, nwg);
-    let pos = wid.x * WG + lid.x;
+    let pos = (wid.x * WG + lid.x) * SPAN;
     if (plane >= p.planes || pos >= p.h * p.w) { return; }
     let iy = pos / p.w;
     let ix = pos - iy * p.w;
-    // Windows o with o * s - pad <= i <= o * s - pad + k - 1, clipped to the output.
+    // Windows o with o * s - pad <= i <= o * s - pad + k - 1, clipped to the output, for
+    // i from ix to ix + SPAN - 1.
     let lo_y = i32(iy + p.pad) - i32(p.k) + 1;
     let lo_x = i32(ix + p.pad) - i32(p.k) + 1;
     let oy0 = u32(max(lo_y + i32(STRIDE) - 1, 0)) / STRIDE;
     let ox0 = u32(max(lo_x + i32(STRIDE) - 1, 0)) / STRIDE;
     let oy1 = min((iy + p.pad) / STRIDE + 1u, p.oh);
-    let ox1 = min((ix + p.pad) / STRIDE + 1u, p.ow);
+    let ox1 = min((ix + SPAN - 1u + p.pad) / STRIDE + 1u, p.ow);
     let base = plane * p.oh * p.ow;
-    var acc = 0.0;
+    let mine = vec4<u32>(pos, pos + 1u, pos + 2u, pos + 3u);
+    var acc = vec4<f32>(0.0);
     for (var oy = oy0; oy < oy1; oy++) {
         for (var ox = ox0; ox < ox1; ox++) {
             let o = base + oy * p.ow + ox;
-            acc += select(0.0, x[o], idx[o] == pos);
+            acc += select(vec4<f32>(0.0), vec4<f32>(x[o]), vec4<u32>(idx[o]) == mine);
         }
     }
-    y[plane * p.h * p.w + pos] = acc;
+    let out = plane * p.h * p.w + pos;
+    if (SPAN == 4u) {
+        y4[out / 4u] = acc;
+    } else {
+        y[out] = acc.x;
+    }
 }

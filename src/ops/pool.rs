@@ -39,15 +39,15 @@ fn nchw(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
     }
 }
 
-/// One invocation per element of a plane of `plane_len` (x), over all planes (y, and z past the
-/// grid's limit).
+/// One invocation per `span` elements of a plane of `plane_len` (x), over all planes (y, and z
+/// past the grid's limit).
 #[allow(clippy::too_many_arguments)]
 fn launch(
     t: &Tensor,
     entry: &'static str,
     name: &str,
     p: &Params,
-    stride: u32,
+    (stride, span): (u32, u32),
     plane_len: u32,
     buffers: &[(&wgpu::Buffer, Access)],
     flops: u64,
@@ -59,12 +59,16 @@ fn launch(
         kernel: Kernel {
             shader: SHADER,
             entry,
-            overrides: &[("WG", WG as f64), ("STRIDE", stride as f64)],
+            overrides: &[
+                ("WG", WG as f64),
+                ("STRIDE", stride as f64),
+                ("SPAN", span as f64),
+            ],
         },
         name,
         params: bytemuck::bytes_of(p),
         buffers,
-        workgroups: [plane_len.div_ceil(WG), y, z],
+        workgroups: [plane_len.div_ceil(span).div_ceil(WG), y, z],
         flops,
         bytes,
     })
@@ -124,7 +128,7 @@ impl Tensor {
                 "forward",
                 op,
                 &p,
-                stride,
+                (stride, 1),
                 p.oh * p.ow,
                 &[
                     (self.buffer(), Access::Read),
@@ -141,7 +145,7 @@ impl Tensor {
             "forward_index",
             op,
             &p,
-            stride,
+            (stride, 1),
             p.oh * p.ow,
             &[
                 (self.buffer(), Access::Read),
@@ -154,17 +158,20 @@ impl Tensor {
         let x_shape = self.shape().to_vec();
         Ok(record(op, y, &[self], move |g, _| {
             let dx = Tensor::uninit(g.gpu(), &x_shape, DType::F32, "max_pool2d_backward")?;
+            // Four elements of a row per invocation where rows hold whole groups of 4.
+            let span = if p.w.is_multiple_of(4) { 4 } else { 1 };
             launch(
                 g,
                 "backward",
                 "max_pool2d_backward",
                 &p,
-                stride,
+                (stride, span),
                 p.h * p.w,
                 &[
                     (g.buffer(), Access::Read),
                     (dx.buffer(), Access::ReadWrite),
                     (idx.buffer(), Access::ReadWrite),
+                    (dx.buffer(), Access::ReadWrite),
                 ],
                 outputs as u64,
                 4 * (dx.numel() + 2 * outputs) as u64,
