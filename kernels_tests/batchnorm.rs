@@ -110,6 +110,38 @@ fn train_forward_and_running_statistics() {
 }
 
 #[test]
+fn train_statistics_survive_a_large_mean_and_an_outlier() {
+    // A mean of 50 against a spread of 0.6: E[x^2] - mean^2 would lose the variance to
+    // cancellation (about 5e-4 of it in f32), and the first element of channel 0, from which
+    // the one-pass sums measure their deviations, lies 30 away from the rest.
+    for shape in [&[3, 2, 17, 20][..], &[2, 2, 9, 7]] {
+        let mut k = case(shape, 11);
+        for v in k.x.iter_mut() {
+            *v = (50.0 + (*v - 1.0) / 2.0) as f32 as f64;
+        }
+        k.x[0] = 80.0;
+        let c = shape[1];
+        let y = upload(&k.x, shape)
+            .batch_norm_train(
+                &upload(&k.weight, &[c]),
+                &upload(&k.bias, &[c]),
+                &upload(&k.running_mean, &[c]),
+                &upload(&k.running_var, &[c]),
+                MOMENTUM as f32,
+                EPS as f32,
+            )
+            .unwrap();
+        let (want, _, _) = reference::batch_norm_train(&k.x, shape, &k.weight, &k.bias, EPS);
+        assert_close(
+            &format!("train y, mean 50, {shape:?}"),
+            &y.to_vec().unwrap(),
+            &want,
+            1e-5,
+        );
+    }
+}
+
+#[test]
 fn eval_forward_with_and_without_relu() {
     for (s, shape) in SHAPES.iter().enumerate() {
         let k = case(shape, 10 + s as u64);

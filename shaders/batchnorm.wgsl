@@ -3,9 +3,11 @@
 // invocations stride over its M = N * HW elements and combine in workgroup memory; the maps
 // are one invocation per access of SPAN elements (below), of channel (i / HW) % C.
 //
-// stats            y[c] = mean, y[C + c] = biased variance of channel c. Two passes over x:
-//                  the variance sums squared deviations from the mean, which E[x^2] - mean^2
-//                  would lose to cancellation when the mean is large.
+// stats            y[c] = mean, y[C + c] = biased variance of channel c, in one pass over x:
+//                  each invocation sums its elements' deviations from its own first element
+//                  and their squares, from which its mean and squared deviations follow
+//                  (E[x^2] - mean^2 would lose the variance to cancellation when the mean is
+//                  large); the workgroup then merges them as Chan et al. do, the mean first.
 // update_row       y[c] = scale * x[row + c], or blended into y, (1 - momentum) y + momentum
 //                  scale x (BLEND): the running-statistics update, and one row of a [2, C]
 //                  result copied out as a tensor of its own
@@ -174,29 +176,30 @@ fn upstream(i: u32, ch: Channel) -> vec4<f32> {
 fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = group_index(wid, nwg);
-    let valid = c < p.c;
     let accesses = p.m / SPAN;
-    var s = 0.0;
-    if (valid) {
+    // This invocation's element count, and sums of deviations from `shift` and their squares.
+    var count = 0.0;
+    var shift = 0.0;
+    var s1 = 0.0;
+    var s2 = 0.0;
+    if (c < p.c && lid.x < accesses) {
         var w = walk_from(lid.x);
+        shift = x_at(walk_index(w, c)).x;
         for (var k = lid.x; k < accesses; k += WG) {
-            s += total(x_at(walk_index(w, c)));
+            let d = x_at(walk_index(w, c)) - shift;
+            s1 += total(d);
+            s2 += total(d * d);
             w = walk_next(w);
         }
+        count = f32(SPAN * ((accesses - 1u - lid.x) / WG + 1u));
     }
-    sh[lid.x] = vec2<f32>(s, 0.0);
+    let mean_k = shift + s1 / max(count, 1.0);
+    let m2_k = max(s2 - s1 * s1 / max(count, 1.0), 0.0);
+    sh[lid.x] = vec2<f32>(count * mean_k, 0.0);
     let mu = combine(lid.x).x / f32(p.m);
-    var q = 0.0;
-    if (valid) {
-        var w = walk_from(lid.x);
-        for (var k = lid.x; k < accesses; k += WG) {
-            let d = x_at(walk_index(w, c)) - mu;
-            q += total(d * d);
-            w = walk_next(w);
-        }
-    }
-    sh[lid.x] = vec2<f32>(q, 0.0);
+    sh[lid.x] = vec2<f32>(m2_k + count * (mean_k - mu) * (mean_k - mu), 0.0);
     let v = combine(lid.x).x / f32(p.m);
+    let valid = c < p.c;
     if (valid && lid.x == 0u) {
         y_put_one(c, mu);
         y_put_one(p.c + c, v);

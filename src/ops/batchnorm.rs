@@ -471,8 +471,9 @@ pub(crate) fn batch_norm_train(
             (stats.buffer(), Access::ReadWrite),
         ],
         p.c,
-        4 * p.n as u64,
-        8 * p.n as u64 + 8 * p.c as u64,
+        // One pass: x read once; a subtraction and two accumulations per element.
+        3 * p.n as u64,
+        4 * p.n as u64 + 8 * p.c as u64,
     )?;
     let unbias = p.m as f32 / (p.m - 1) as f32;
     update_row(&stats, running_mean, &p, 0, 1.0, Some(momentum))?;
