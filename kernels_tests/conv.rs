@@ -9,9 +9,10 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 /// ResNet's 7x7/2, 3x3/1, 3x3/2, 1x1/1 (over a small map, through im2col, and over one of 575
 /// positions, per image), 1x1/2, odd sizes, and stride 1 with output rows of whole groups of
-/// four (im2col's two-vec4 reads) over input rows that are not, with padding 0 and 2, and a
-/// map of 552 positions, whose input gradient is the adjoint convolution.
-const CASES: [Case; 11] = [
+/// four (im2col's two-vec4 reads) over input rows that are not, with padding 0 and 2, a map
+/// of 552 positions, whose input gradient is the adjoint convolution, and stride 2 over input
+/// rows of whole groups of four (col2im's four pixels at a time), odd and even heights.
+const CASES: [Case; 13] = [
     (2, 3, 23, 19, 5, 7, 2, 3),
     (1, 4, 9, 9, 6, 3, 1, 1),
     (3, 5, 11, 8, 4, 3, 2, 1),
@@ -23,6 +24,8 @@ const CASES: [Case; 11] = [
     (2, 3, 6, 10, 4, 3, 1, 0),
     (1, 2, 5, 12, 3, 5, 1, 2),
     (2, 2, 24, 23, 3, 3, 1, 1),
+    (2, 3, 7, 12, 4, 1, 2, 0),
+    (1, 2, 10, 16, 3, 3, 2, 1),
 ];
 
 #[test]

@@ -30,7 +30,8 @@ struct Params {
 override WG: u32 = 256u;
 // The stride, fixed per pipeline so the divisibility tests of col2im compile to masks.
 override STRIDE: u32 = 1u;
-// Stride 1 and rows of whole groups of 4 (im2col: output rows, col2im: input rows).
+// Rows of whole groups of 4 (im2col: output rows, col2im: input rows), at stride 1 (both) or
+// 2 (col2im).
 override VEC4_ROWS: bool = false;
 
 // The four elements after lo's first r (0 to 3) of lo, hi: consecutive elements read as two
@@ -93,9 +94,15 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
 }
 
+// Element e of the column gradients, held as vec4s.
+fn src_at(e: u32) -> f32 {
+    return src[e / 4u][e % 4u];
+}
+
 // col2im: an invocation per (channel, image, input row y): it writes the row's W pixels. With
-// stride 1 and W % 4 == 0 (VEC4_ROWS), four pixels at a time, each column row's four
-// elements read as two aligned vec4s.
+// W % 4 == 0 (VEC4_ROWS), four pixels at a time: at stride 1 each column row's four elements
+// read as two aligned vec4s; at stride 2 two of the four pixels read a column row, at
+// consecutive positions.
 @compute @workgroup_size(WG)
 fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = wid.x * WG + lid.x;
@@ -109,7 +116,7 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let base = (c * kk * p.n + n) * ohw;
     let row_stride = p.n * ohw;
     let out = ((n * p.c + c) * p.h + y) * p.w;
-    if (VEC4_ROWS) {
+    if (VEC4_ROWS && STRIDE == 1u) {
         for (var q = 0u; q < p.w / 4u; q++) {
             var acc = vec4<f32>(0.0);
             for (var i = 0u; i < p.kh; i++) {
@@ -125,6 +132,31 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                     let v = shifted(src[u32(max(a, 0))], src[u32(max(a + 1, 0))], r);
                     let ox = vec4<i32>(ox0) + vec4<i32>(0, 1, 2, 3);
                     acc += select(vec4<f32>(0.0), v, (ox >= vec4<i32>(0)) & (ox < vec4<i32>(i32(p.ow))));
+                }
+            }
+            dst4[out / 4u + q] = acc;
+        }
+        return;
+    }
+    if (VEC4_ROWS && STRIDE == 2u) {
+        for (var q = 0u; q < p.w / 4u; q++) {
+            var acc = vec4<f32>(0.0);
+            for (var i = 0u; i < p.kh; i++) {
+                let ty = i32(y + p.pad) - i32(i);
+                if (ty < 0 || ty % 2 != 0) { continue; }
+                let oy = u32(ty) / 2u;
+                if (oy >= p.oh) { continue; }
+                for (var j = 0u; j < p.kw; j++) {
+                    // Pixel 4 q + e reads output position (4 q + e + p - j) / 2 where that is
+                    // whole: pixels e0 and e0 + 2 (e0 is 0 or 1), at ox and ox + 1.
+                    let t = i32(4u * q + p.pad) - i32(j);
+                    let e0 = t & 1;
+                    let ox = vec2<i32>((t + e0) / 2) + vec2<i32>(0, 1);
+                    let ok = (ox >= vec2<i32>(0)) & (ox < vec2<i32>(i32(p.ow)));
+                    let at = vec2<u32>(clamp(ox, vec2<i32>(0), vec2<i32>(i32(p.ow) - 1)));
+                    let row = base + (i * p.kw + j) * row_stride + oy * p.ow;
+                    let v = select(vec2<f32>(0.0), vec2<f32>(src_at(row + at.x), src_at(row + at.y)), ok);
+                    acc += select(vec4<f32>(v.x, 0.0, v.y, 0.0), vec4<f32>(0.0, v.x, 0.0, v.y), e0 == 1);
                 }
             }
             dst4[out / 4u + q] = acc;

@@ -189,8 +189,10 @@ fn launch(entry: &'static str, g: &Geometry, src: &Tensor, dst: &Tensor) -> Resu
         u32_len("conv2d", rows)?,
         1,
     ];
-    // Both walk rows as vec4s where rows hold whole groups of 4, at stride 1.
-    let vec4_rows = g.stride == 1 && row_len.is_multiple_of(4);
+    // Both walk rows as vec4s where rows hold whole groups of 4, at stride 1; col2im at
+    // stride 2 as well.
+    let vec4_stride = g.stride == 1 || (g.stride == 2 && entry == "col2im");
+    let vec4_rows = vec4_stride && row_len.is_multiple_of(4);
     // Both also write 16 bytes at a time through a vec4 view of dst.
     let buffers = [
         (src.buffer(), Access::Read),
