@@ -90,9 +90,11 @@ impl Columns {
 /// Register blocking: a workgroup of `wg` invocations along N; each invocation owns
 /// `4 block_r` rows by `4 block_c` columns of C. Software adapters want big blocks (their loads
 /// are expensive and they have no register file to exhaust), tall ones where the subgroup form
-/// shares the loads of A (16 x 2: 52 GFLOP/s at 1024^3 on lavapipe against 41-47 with 8 x 4);
-/// GPUs want more invocations with fewer registers each. Small problems get a small block so
-/// little work is masked off.
+/// shares the loads of A (16 x 2: 52 GFLOP/s at 1024^3 on lavapipe against 41-47 with 8 x 4),
+/// in workgroups of one 8-lane subgroup, whose 64 columns waste less of narrow problems than
+/// 128 would (ResNet-50's stage 4 has 392; measured, a training step at batch 8 in 5.6-6.5 s
+/// against 5.7-6.9 s with 16 invocations, alternating runs). GPUs want more invocations with
+/// fewer registers each. Small problems get a small block so little work is masked off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GemmTiling {
     pub wg: u32,
@@ -104,7 +106,7 @@ impl GemmTiling {
     /// The tilings of CPU adapters: big blocks, and small ones for small problems.
     pub const CPU: [GemmTiling; 2] = [
         GemmTiling {
-            wg: 16,
+            wg: 8,
             block_r: 16,
             block_c: 2,
         },
