@@ -17,9 +17,12 @@
 // Edges: rows and columns past M and N are clamped on load and masked on store; the last,
 // partial step along K reads zeros past K, so M, N and K need not be multiples of anything.
 //
-// Image-major columns (GROUPED_B, GROUPED_C): a convolution's matrices [channels, N * H * W]
-// are NCHW tensors, [N, channels, H * W], in memory. Read and written through that layout
-// (op(B)'s and C's columns in groups of H * W, one group per image), they need no permutation.
+// Image-major columns: a convolution's matrices [channels, N * H * W] are NCHW tensors,
+// [N, channels, H * W], in memory. Read and written through that layout (op(B)'s and C's
+// columns in groups of H * W, one group per image), they need no permutation. A plain matrix
+// is one group of N columns. Runtime parameters rather than pipeline constants: the divisions
+// cost an invocation little (once per block of columns), while every pipeline variant of the
+// big tiling costs llvmpipe about 15 s to compile on a fresh machine.
 
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
@@ -31,8 +34,8 @@ struct Params {
     // accumulate, to stay within a software adapter's loop budget; k is the slice's length).
     k0: u32,
     alpha: f32, beta: f32, has_bias: u32, _pad: u32,
-    // Columns per group and the stride between groups, of op(B) (GROUPED_B, where b_sk is the
-    // group size) and of C (GROUPED_C, where a row of C is c_group long).
+    // Columns per group and the stride between groups, of op(B) (where b_sk is the group size
+    // when there are several) and of C (a row of C is c_group long).
     b_group: u32, b_sg: u32, c_group: u32, c_sg: u32,
 }
 
@@ -62,10 +65,6 @@ override B_T: bool = false;
 // Epilogue activation, 0 none, 1 ReLU, 2 GELU (erf form): a pipeline constant, since a
 // software adapter would pay for every case of a runtime switch.
 override ACT: u32 = 0u;
-// Image-major columns of op(B) (B not transposed) and of C; constants, so that the plain
-// layout pays no division.
-override GROUPED_B: bool = false;
-override GROUPED_C: bool = false;
 
 const BLOCK_R: u32 = 1u;
 const BLOCK_C: u32 = 1u;
@@ -86,10 +85,8 @@ fn a_rows(base: u32, m: u32) -> vec4<u32> {
 }
 
 fn b_col(j: u32) -> u32 {
-    if (GROUPED_B) {
-        return (j / p.b_group) * p.b_sg + (j % p.b_group) * p.b_sn;
-    }
-    return j * p.b_sn;
+    let group = j / p.b_group;
+    return group * p.b_sg + (j - group * p.b_group) * p.b_sn;
 }
 
 fn b_cols(base: u32, n: u32) -> vec4<u32> {
@@ -100,21 +97,6 @@ fn b_cols(base: u32, n: u32) -> vec4<u32> {
     return base + vec4<u32>(b_col(j.x), b_col(j.y), b_col(j.z), b_col(j.w));
 }
 
-// Offsets of C's columns n..n+3 within a row, computed once per block of columns.
-fn c_cols(n: u32) -> vec4<u32> {
-    let j = vec4<u32>(n, n + 1u, n + 2u, n + 3u);
-    if (GROUPED_C) {
-        return (j / p.c_group) * p.c_sg + j % p.c_group;
-    }
-    return j;
-}
-
-fn c_row_len() -> u32 {
-    if (GROUPED_C) {
-        return p.c_group;
-    }
-    return p.n;
-}
 
 // op(A)[row, k..k+3] and op(B)[k..k+3, col] with every k < K (the steady state).
 fn a_row(row: u32, k: u32) -> vec4<f32> {
@@ -185,32 +167,50 @@ fn activate4(v: vec4<f32>) -> vec4<f32> {
     }
 }
 
-// Row m of C over columns n..n+3 (at offsets cols in the row) gets alpha * v (+ beta * C)
-// (+ bias), then the activation.
-fn store_row(base: u32, m: u32, n: u32, cols: vec4<u32>, v: vec4<f32>) {
+// Where a block of columns n..n+3 goes and what it adds: computed once per block of columns,
+// since llvmpipe compiles each of the block's many stores separately (loading the bias in
+// every store made the big tiling's pipelines take 17 s to compile instead of 9).
+struct Cols {
+    // Offsets of the four columns within a row of C.
+    at: vec4<u32>,
+    // The bias of the four columns (zero without one).
+    bias: vec4<f32>,
+}
+
+fn c_cols(n: u32) -> Cols {
+    let j = vec4<u32>(n, n + 1u, n + 2u, n + 3u);
+    let group = j / p.c_group;
+    var b = vec4<f32>(0.0);
+    if (p.has_bias != 0u) {
+        let last = p.n - 1u;
+        b = vec4<f32>(bias[min(n, last)], bias[min(n + 1u, last)], bias[min(n + 2u, last)], bias[min(n + 3u, last)]);
+    }
+    return Cols(group * p.c_sg + j - group * p.c_group, b);
+}
+
+// Row m of C over columns n..n+3 gets alpha * v (+ beta * C) + bias, then the activation.
+fn store_row(base: u32, m: u32, n: u32, cols: Cols, v: vec4<f32>) {
     if (m >= p.m || n >= p.n) { return; }
-    let row = base + m * c_row_len();
+    let row = base + m * p.c_group;
     var out = p.alpha * v;
     if (VEC4_C) {
-        let ci = row + cols.x;
+        let ci = row + cols.at.x;
         if (p.beta != 0.0) { out += p.beta * c4[ci / 4u]; }
-        if (p.has_bias != 0u) { out += vec4<f32>(bias[n], bias[n + 1u], bias[n + 2u], bias[n + 3u]); }
-        c4[ci / 4u] = activate4(out);
+        c4[ci / 4u] = activate4(out + cols.bias);
         return;
     }
     let count = min(p.n - n, 4u);
     for (var e = 0u; e < count; e++) {
-        let ci = row + cols[e];
+        let ci = row + cols.at[e];
         var o = out[e];
         if (p.beta != 0.0) { o += p.beta * c[ci]; }
-        if (p.has_bias != 0u) { o += bias[n + e]; }
-        c[ci] = activate4(vec4<f32>(o)).x;
+        c[ci] = activate4(vec4<f32>(o + cols.bias[e])).x;
     }
 }
 
 // acc holds (B^T A^T) = (A B)^T for the block: column r is row m + r of C over n..n+3.
 // Only constant indices into acc: a dynamic one would move every accumulator to memory.
-fn store(base: u32, m: u32, n: u32, cols: vec4<u32>, acc: mat4x4<f32>) {
+fn store(base: u32, m: u32, n: u32, cols: Cols, acc: mat4x4<f32>) {
     store_row(base, m, n, cols, acc[0]);
     store_row(base, m + 1u, n, cols, acc[1]);
     store_row(base, m + 2u, n, cols, acc[2]);

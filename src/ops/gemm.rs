@@ -336,8 +336,6 @@ fn launch(
                     ("A_T", o.trans_a as u8 as f64),
                     ("B_T", o.trans_b as u8 as f64),
                     ("ACT", act as u32 as f64),
-                    ("GROUPED_B", b_group.is_some() as u8 as f64),
-                    ("GROUPED_C", c_group.is_some() as u8 as f64),
                 ],
             },
             name,
