@@ -22,13 +22,13 @@
 // columns in groups of H * W, one group per image), they need no permutation. A plain matrix
 // is one group of N columns. Runtime parameters rather than pipeline constants: the divisions
 // cost an invocation little (once per block of columns), while every pipeline variant of the
-// big tiling costs llvmpipe about 15 s to compile on a fresh machine.
+// big tiling costs llvmpipe seconds to compile on a fresh machine.
 
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
     // Element strides of op(A) along m and k, of op(B) along k and n.
     a_sm: u32, a_sk: u32, b_sk: u32, b_sn: u32,
-    // Batch strides of A, B and C (C is dense, row stride n).
+    // Batch strides of A, B and C (C is dense: rows c_group long, n unless image-major).
     a_sb: u32, b_sb: u32, c_sb: u32,
     // Where this dispatch's slice of K starts (the host splits a long K into dispatches that
     // accumulate, to stay within a software adapter's loop budget; k is the slice's length).
@@ -96,7 +96,6 @@ fn b_cols(base: u32, n: u32) -> vec4<u32> {
     let j = min(vec4<u32>(n, n + 1u, n + 2u, n + 3u), vec4<u32>(p.n - 1u));
     return base + vec4<u32>(b_col(j.x), b_col(j.y), b_col(j.z), b_col(j.w));
 }
-
 
 // op(A)[row, k..k+3] and op(B)[k..k+3, col] with every k < K (the steady state).
 fn a_row(row: u32, k: u32) -> vec4<f32> {
