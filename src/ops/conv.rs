@@ -8,7 +8,8 @@
 //! is); at stride 1 (kernels above 1x1), dx is instead the adjoint convolution of dY, through
 //! im2col and one GEMM.
 //! 1x1 stride-1 convolutions over large maps skip im2col: the input already holds the columns
-//! of each image, so they run as a batched GEMM with W shared. Batches whose
+//! of each image, read image-major by the forward and the input gradient, and the weight
+//! gradient is a batched GEMM per image, summed. Batches whose
 //! columns would exceed a storage binding (ResNet-50 at batch 32, 224 px) run in image chunks.
 
 use super::u32_len;
@@ -26,8 +27,9 @@ pub const SHADER: ShaderSource = ShaderSource {
 /// Invocations write a whole row each, so there are few of them: a small workgroup keeps
 /// late-stage maps (8 images x 7 rows) from leaving most lanes idle.
 const WG: u32 = 64;
-/// Output positions per image from which a 1x1 convolution runs per image: ResNet's stage 1
-/// (56^2) but not stages 2 to 4 (28^2, 14^2, 7^2), whose per-image GEMMs would be narrow.
+/// Output positions per image from which a 1x1 convolution reads its input as its columns:
+/// ResNet's stage 1 (56^2) but not stages 2 to 4 (28^2, 14^2, 7^2), whose per-image weight
+/// gradients would be narrow GEMMs (and [O, C] each, summed).
 /// Measured, kernel time of a ResNet-50 training step at batch 8 on llvmpipe: 13.2 s with
 /// every 1x1 convolution per image, 11.5 s from 512 positions, 12.2 s from 1000.
 const PER_IMAGE_MIN_POSITIONS: usize = 512;
@@ -118,9 +120,9 @@ impl Geometry {
         })
     }
 
-    /// A 1x1 stride-1 convolution over a large map reads its input as its columns, per image
-    /// (a batched GEMM with W shared); over a small map, a GEMM per image would be too narrow,
-    /// so it takes im2col's side-by-side columns like any other convolution.
+    /// A 1x1 stride-1 convolution over a large map reads its input as its columns (image-major;
+    /// its weight gradient per image); over a small map, per-image weight gradients would be
+    /// too narrow, so it takes im2col's side-by-side columns like any other convolution.
     fn reads_input_as_columns(&self) -> bool {
         let pointwise = self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0;
         pointwise && self.oh * self.ow >= PER_IMAGE_MIN_POSITIONS
@@ -256,12 +258,13 @@ fn fold(dcols: Tensor, g: &Geometry) -> Result<Tensor> {
 
 /// y `[n, O, OH, OW]` of a chunk of images; `cols` are its columns where the caller has them.
 fn forward_images(x: &Tensor, g: &Geometry, w2d: &Tensor, cols: Option<&Tensor>) -> Result<Tensor> {
-    let ohw = g.oh * g.ow;
+    let images = Columns::Images {
+        positions: g.oh * g.ow,
+    };
     let y = if g.reads_input_as_columns() {
-        w2d.matmul(&x.reshape(&[g.n, g.c, ohw])?)?
+        w2d.matmul_columns(false, &x.reshape(&[g.n, g.c, g.oh * g.ow])?, images, images)?
     } else {
         let cols = columns_or_kept(x, g, cols)?;
-        let images = Columns::Images { positions: ohw };
         w2d.matmul_columns(false, &cols, Columns::Matrix, images)?
     };
     y.reshape(&[g.n, g.o, g.oh, g.ow])
@@ -312,19 +315,18 @@ fn input_grad_images(
     w2d: &Tensor,
     adjoint: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let ohw = g.oh * g.ow;
     if let Some(w_adj) = adjoint {
         let a = g.adjoint();
         return forward_images(&dy.reshape(&[a.n, a.c, a.h, a.w])?, &a, w_adj, None);
     }
-    let tn = GemmOptions {
-        trans_a: true,
-        ..Default::default()
+    let images = Columns::Images {
+        positions: g.oh * g.ow,
     };
     if g.reads_input_as_columns() {
-        return w2d.gemm(dy, &tn)?.reshape(&[g.n, g.c, g.h, g.w]);
+        return w2d
+            .matmul_columns(true, dy, images, images)?
+            .reshape(&[g.n, g.c, g.h, g.w]);
     }
-    let images = Columns::Images { positions: ohw };
     fold(w2d.matmul_columns(true, dy, images, Columns::Matrix)?, g)
 }
 
