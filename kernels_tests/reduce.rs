@@ -3,7 +3,16 @@
 use crate::common::*;
 use convirt::reference;
 
-const SHAPES: [&[usize]; 4] = [&[1], &[3, 1, 37], &[5, 300, 7], &[100_003]];
+// [7, 3, 36] and [1000, 772] take the four-column path along their first axes (a bias
+// gradient's shape: 193 invocations of 1000 steps each).
+const SHAPES: [&[usize]; 6] = [
+    &[1],
+    &[3, 1, 37],
+    &[5, 300, 7],
+    &[100_003],
+    &[7, 3, 36],
+    &[1000, 772],
+];
 
 #[test]
 fn sum_mean_max_argmax_forward() {

@@ -5,7 +5,7 @@
 // contiguous inner axis, neighbours reading neighbouring addresses: bias gradients; or short
 // axes: global average pooling).
 //
-// reduce, reduce_columns   y[o, i] = sum | mean | max over k of x[o, k, i]   (OP 0, 1, 2)
+// reduce, reduce_columns(4) y[o, i] = sum | mean | max over k of x[o, k, i]   (OP 0, 1, 2)
 // argmax   y[o, i] = max, idx[o, i] = first k reaching it
 // spread   dx[o, k, i] = scale * g[o, i]                          (sum and mean backward)
 // pick     dx[o, k, i] = (k == idx[o, i]) ? g[o, i] : 0            (max backward)
@@ -75,6 +75,29 @@ fn reduce_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         acc = select(acc + v, max(acc, v), is_max);
     }
     y[out] = select(acc, acc / f32(p.axis), OP == 1u);
+}
+
+// reduce_columns where the inner axis is a multiple of 4: four neighbouring outputs per
+// invocation, read 16 bytes at a time (a software adapter pays per load, not per byte). The
+// same order of additions as reduce_columns.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> y4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn reduce_columns4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let inner4 = p.inner / 4u;
+    let out = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    if (out >= p.outer * inner4) { return; }
+    let o = out / inner4;
+    let i = out % inner4;
+    let is_max = OP == 2u;
+    var acc = vec4<f32>(select(0.0, -3.4028235e38, is_max));
+    for (var k = 0u; k < p.axis; k++) {
+        let v = x4[(o * p.axis + k) * inner4 + i];
+        acc = select(acc + v, max(acc, v), is_max);
+    }
+    y4[out] = select(acc, acc / f32(p.axis), OP == 1u);
 }
 
 @group(0) @binding(3) var<storage, read_write> idx: array<u32>;

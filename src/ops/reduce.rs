@@ -73,20 +73,33 @@ fn reduce_raw(x: &Tensor, axis: usize, op: Op, name: &'static str) -> Result<Ten
     // then costs more than the loop (global average pooling, 4 to 49 elements for each of
     // B x C outputs, took 19 ms at 64 px on llvmpipe as a workgroup per output). A workgroup
     // per output splits long axes.
-    let (entry, workgroups) = if p.inner >= WG || p.axis <= SHORT_AXIS {
-        ("reduce_columns", x.gpu().grid(outputs.div_ceil(WG)))
-    } else {
-        ("reduce", x.gpu().grid(outputs))
-    };
-    x.gpu().dispatch(&Dispatch {
+    let gpu = x.gpu();
+    let (entry, wg, workgroups) =
+        if p.inner.is_multiple_of(4) && (p.inner >= WG || p.axis <= SHORT_AXIS) {
+            // Four outputs per invocation; on CPU adapters in workgroups of one 8-lane subgroup,
+            // so a bias gradient's few hundred invocations still make work for every thread.
+            let wg = if gpu.is_cpu() { 8 } else { WG };
+            ("reduce_columns4", wg, gpu.grid((outputs / 4).div_ceil(wg)))
+        } else if p.inner >= WG || p.axis <= SHORT_AXIS {
+            ("reduce_columns", WG, gpu.grid(outputs.div_ceil(WG)))
+        } else {
+            ("reduce", WG, gpu.grid(outputs))
+        };
+    gpu.dispatch(&Dispatch {
         kernel: Kernel {
             shader: SHADER,
             entry,
-            overrides: &[("WG", WG as f64), ("OP", op as u32 as f64)],
+            overrides: &[("WG", wg as f64), ("OP", op as u32 as f64)],
         },
         name,
         params: bytemuck::bytes_of(&p),
-        buffers: &[(x.buffer(), Access::Read), (y.buffer(), Access::ReadWrite)],
+        buffers: &[
+            (x.buffer(), Access::Read),
+            (y.buffer(), Access::ReadWrite),
+            (y.buffer(), Access::ReadWrite),
+            (x.buffer(), Access::Read),
+            (y.buffer(), Access::ReadWrite),
+        ],
         workgroups,
         flops: x.numel() as u64,
         bytes: 4 * (x.numel() + outputs as usize) as u64,
