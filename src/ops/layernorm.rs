@@ -4,7 +4,7 @@
 use super::u32_len;
 use crate::autograd::record;
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
+use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource};
 use crate::tensor::{DType, Tensor};
 
 pub const SHADER: ShaderSource = ShaderSource {
@@ -81,6 +81,18 @@ fn span(p: &Params) -> u32 {
     }
 }
 
+/// Invocations per workgroup. The row kernels take one 8-lane subgroup per row on CPU
+/// adapters: llvmpipe runs a workgroup's subgroups as fibres and every barrier of the row's
+/// sums switches them all (BERT's layer norms at [1024, 768]: 89 -> 57 ms forward, 46 -> 31 ms
+/// backward, against 64 invocations).
+fn wg(gpu: &Gpu, entry: &str) -> u32 {
+    if gpu.is_cpu() && entry != "param_grads" {
+        8
+    } else {
+        WG
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn launch(
     t: &Tensor,
@@ -97,7 +109,7 @@ fn launch(
             shader: SHADER,
             entry,
             // Rows of whole vec4s are read 4 elements at a time (see the shader).
-            overrides: &[("WG", WG as f64), ("SPAN", span(p) as f64)],
+            overrides: &[("WG", wg(t.gpu(), entry) as f64), ("SPAN", span(p) as f64)],
         },
         name,
         params: bytemuck::bytes_of(p),
