@@ -56,6 +56,9 @@ synthetic corpus (no download), writing to runs/convirt-small.
   --val-samples N          synthetic validation size (128); with real data and no validation
                            rows, the last N training items are held out for validation
   --eval-every N           validation every N steps  --checkpoint-every N
+  --bn-batches N           before each validation, re-estimate the image encoder's batch-norm
+                           statistics on N training batches with the current weights (2;
+                           0 keeps training's running averages, which trail moving weights)
   --clip-grad X            clip the global gradient norm to X
   --text-tokenizer FILE    a tokenizer.json instead of training a vocabulary
   --image-weights FILE     start the image encoder from torchvision-named weights (ImageNet
@@ -113,7 +116,8 @@ fn parse_args() -> std::result::Result<Option<Args>, String> {
             "--text-config" => args.text_config = Some(value()?.into()),
             "--steps" | "--batch" | "--lr" | "--weight-decay" | "--tau" | "--lambda"
             | "--image-size" | "--seed" | "--train-samples" | "--val-samples" | "--eval-every"
-            | "--checkpoint-every" | "--clip-grad" | "--frozen-layers" | "--augment" => args
+            | "--checkpoint-every" | "--clip-grad" | "--frozen-layers" | "--augment"
+            | "--bn-batches" => args
                 .overrides
                 .push((flag.trim_start_matches("--").to_string(), value()?)),
             other => return Err(format!("unknown argument {other:?}")),
@@ -160,6 +164,7 @@ fn apply_overrides(c: &mut TrainConfig, overrides: &[(String, String)]) -> Resul
             "clip-grad" => c.clip_grad_norm = Some(float()?),
             "frozen-layers" => c.frozen_layers = int()?,
             "augment" => c.augment = v.parse()?,
+            "bn-batches" => c.bn_batches = int()?,
             _ => unreachable!("parse_args lists the flags"),
         }
     }
@@ -486,7 +491,17 @@ fn run(args: Args) -> Result<()> {
     let per_epoch = (data.train.len() / c.batch).max(1);
     let loader = PairLoader::new(data.train, augment, c.batch, c.seed)?;
 
-    let first_val = trainer.validation_loss(&val)?;
+    // The training batches batch norm's statistics are re-estimated on before every
+    // validation: the first of epoch 0 (the same in a resumed run).
+    let bn_batches = loader
+        .epoch(0)
+        .take(c.bn_batches)
+        .collect::<Result<Vec<_>>>()?;
+    let validate = |trainer: &mut Trainer| -> Result<f32> {
+        trainer.recompute_batch_norm_statistics(&bn_batches)?;
+        trainer.validation_loss(&val)
+    };
+    let first_val = validate(&mut trainer)?;
     if trainer.step == 0 {
         metrics.record(0, f32::NAN, Some(first_val), trainer.adam.lr(), 0.0)?;
     }
@@ -519,7 +534,7 @@ fn run(args: Args) -> Result<()> {
             let step = trainer.step;
             let evaluate = step % c.eval_every == 0 || step == c.steps;
             let val_loss = if evaluate {
-                let v = trainer.validation_loss(&val)?;
+                let v = validate(&mut trainer)?;
                 trainer.schedule(v);
                 last_val = v;
                 Some(v)

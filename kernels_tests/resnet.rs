@@ -5,7 +5,7 @@
 use crate::common::*;
 use convirt::models::resnet::{Arch, Head, ResNet};
 use convirt::nn::StateDict;
-use convirt::Tensor;
+use convirt::{no_grad, reference, Tensor};
 use std::collections::BTreeMap;
 
 fn fixture() -> StateDict {
@@ -261,5 +261,78 @@ fn loading_reports_missing_unexpected_and_misshaped_tensors() {
     assert!(
         err.contains("bad.safetensors") && err.contains("not a valid safetensors"),
         "{err}"
+    );
+}
+
+#[test]
+fn recomputed_batch_norm_statistics_are_the_mean_over_batches() {
+    // Two batches of three random 20-px images; the stem's batch norm normalises conv1's
+    // output, whose per-channel statistics the CPU reference gives.
+    let mut net = ResNet::random(&gpu(), Arch::ResNet18, 10, 7).unwrap();
+    let (n, s) = (3, 20);
+    let images: Vec<Vec<f64>> = (0..2)
+        .map(|i| Rng::new(40 + i).vec(n * 3 * s * s, -1.0, 2.0))
+        .collect();
+    let tensor = |net: &ResNet, name: &str| {
+        net.named()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("{name} in the state dict"))
+            .1
+            .to_vec()
+            .unwrap()
+    };
+    let w: Vec<f64> = tensor(&net, "conv1.weight")
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    // Per channel of conv1's output [n, 64, 10, 10]: mean and unbiased variance.
+    let stats = |x: &[f64]| {
+        let (y, _) = reference::conv2d(x, [n, 3, s, s], &w, [64, 3, 7, 7], None, 2, 3);
+        let per = y.len() / (n * 64);
+        (0..64)
+            .map(|c| {
+                let v: Vec<f64> = (0..n)
+                    .flat_map(|i| y[(i * 64 + c) * per..(i * 64 + c + 1) * per].to_vec())
+                    .collect();
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+                (mean, var)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (s0, s1) = (stats(&images[0]), stats(&images[1]));
+    let batches: Vec<Tensor> = images.iter().map(|x| upload(x, &[n, 3, s, s])).collect();
+    net.recompute_batch_norm_statistics(&batches).unwrap();
+    let want_mean: Vec<f64> = (0..64).map(|c| (s0[c].0 + s1[c].0) / 2.0).collect();
+    let want_var: Vec<f64> = (0..64).map(|c| (s0[c].1 + s1[c].1) / 2.0).collect();
+    let mean = tensor(&net, "bn1.running_mean");
+    assert_close("bn1 running mean", &mean, &want_mean, 1e-5);
+    assert_close(
+        "bn1 running var",
+        &tensor(&net, "bn1.running_var"),
+        &want_var,
+        1e-5,
+    );
+    // Every layer was re-estimated (the initial statistics are zeros and ones)...
+    for (name, t) in net.named() {
+        if name.ends_with("running_mean") {
+            let v = t.to_vec().unwrap();
+            assert!(
+                v.iter().all(|a| a.is_finite()) && v.iter().any(|&a| a != 0.0),
+                "{name}: {v:?}"
+            );
+        }
+    }
+    // ...and training mode blends with torch's momentum 0.1 again afterwards.
+    no_grad(|| net.features(&batches[0], true)).unwrap();
+    let blended: Vec<f64> = (0..64)
+        .map(|c| 0.9 * f64::from(mean[c]) + 0.1 * s0[c].0)
+        .collect();
+    assert_close(
+        "bn1 running mean after a training step",
+        &tensor(&net, "bn1.running_mean"),
+        &blended,
+        1e-5,
     );
 }

@@ -3,6 +3,7 @@
 //! published as safetensors (timm's `resnet50.tv_in1k`, converted torchvision checkpoints) load
 //! unchanged.
 
+use crate::autograd::no_grad;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{join, BatchNorm2d, Conv2d, Linear, Named, StateDict, WeightSource};
@@ -269,6 +270,54 @@ impl ResNet {
             }
         }
         h.global_avg_pool2d()
+    }
+
+    /// Replaces every batch norm's running statistics by their mean over `batches` (each
+    /// [N, 3, H, W]), computed with the current weights: "precise BN" (Wu and Johnson,
+    /// *Rethinking "Batch" in BatchNorm*, 2021). The running averages kept in training mode
+    /// trail weights that move fast, so a model evaluated mid-training with them is judged with
+    /// the statistics of earlier weights. Each batch runs the encoder forward in training mode
+    /// without a graph, with momentum `1 / (k + 1)` for the k-th (torch's cumulative average);
+    /// the momentum is restored afterwards.
+    ///
+    /// ```no_run
+    /// # use convirt::{Gpu, Tensor, models::resnet::{Arch, ResNet}};
+    /// # let gpu = Gpu::shared()?;
+    /// let mut net = ResNet::random(&gpu, Arch::ResNet18, 10, 0)?;
+    /// let images = Tensor::full(&gpu, &[4, 3, 32, 32], 0.5)?;
+    /// net.recompute_batch_norm_statistics(&[images])?;
+    /// # Ok::<(), convirt::Error>(())
+    /// ```
+    pub fn recompute_batch_norm_statistics(&mut self, batches: &[Tensor]) -> Result<()> {
+        let kept: Vec<f32> = self
+            .batch_norms_mut()
+            .iter()
+            .map(|bn| bn.momentum)
+            .collect();
+        let mut result = Ok(());
+        for (k, x) in batches.iter().enumerate() {
+            for bn in self.batch_norms_mut() {
+                bn.momentum = 1.0 / (k + 1) as f32;
+            }
+            result = no_grad(|| self.features(x, true)).map(drop);
+            if result.is_err() {
+                break;
+            }
+        }
+        for (bn, m) in self.batch_norms_mut().into_iter().zip(kept) {
+            bn.momentum = m;
+        }
+        result
+    }
+
+    /// Every batch norm, the stem's first.
+    fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm2d> {
+        let mut out = vec![&mut self.bn1];
+        for block in self.stages.iter_mut().flatten() {
+            out.extend(block.convs.iter_mut().map(|(_, bn)| bn));
+            out.extend(block.downsample.iter_mut().map(|(_, bn)| bn));
+        }
+        out
     }
 
     /// Class logits (`fc` applied to the pooled features).

@@ -122,6 +122,21 @@ impl Trainer {
         Ok(value)
     }
 
+    /// Re-estimates the image encoder's batch-norm running statistics on `batches` with the
+    /// current weights (see [`ResNet::recompute_batch_norm_statistics`]), so that validation
+    /// and the checkpoint judge the weights with their own statistics. Training steps use
+    /// batch statistics and are unaffected.
+    ///
+    /// [`ResNet::recompute_batch_norm_statistics`]: crate::models::resnet::ResNet::recompute_batch_norm_statistics
+    pub fn recompute_batch_norm_statistics(&mut self, batches: &[PairBatch]) -> Result<()> {
+        let s = self.config.image_size;
+        let images = batches
+            .iter()
+            .map(|b| Tensor::from_slice(self.gpu(), &b.images, &[b.len(), 3, s, s]))
+            .collect::<Result<Vec<_>>>()?;
+        self.model.image.recompute_batch_norm_statistics(&images)
+    }
+
     /// Mean loss over validation batches (evaluation mode, no graph).
     pub fn validation_loss(&self, batches: &[PairBatch]) -> Result<f32> {
         let mut total = 0.0;
