@@ -16,12 +16,11 @@ use convirt::models::bert::{BertConfig, BertModel};
 use convirt::models::convirt::ConVirt;
 use convirt::models::resnet::{Head, ResNet};
 use convirt::nn::WeightSource;
-use convirt::train::{load_checkpoint, save_checkpoint, TrainConfig, Trainer};
+use convirt::train::{load_checkpoint, save_checkpoint, Metrics, TrainConfig, Trainer};
 use convirt::{Error, Gpu, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write as _;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -386,53 +385,6 @@ fn validation_batches(c: &TrainConfig, val: Arc<dyn Dataset>) -> Result<Vec<Pair
     .collect()
 }
 
-struct Metrics {
-    file: std::fs::File,
-    curve: Vec<(usize, f32, Option<f32>)>,
-}
-
-impl Metrics {
-    fn open(dir: &Path) -> Result<Metrics> {
-        let path = dir.join("metrics.jsonl");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::Invalid {
-                op: "train",
-                why: format!("{}: {e}", path.display()),
-            })?;
-        Ok(Metrics {
-            file,
-            curve: Vec::new(),
-        })
-    }
-
-    fn record(
-        &mut self,
-        step: usize,
-        train: f32,
-        val: Option<f32>,
-        lr: f32,
-        images_per_s: f64,
-    ) -> Result<()> {
-        // JSON has no NaN: a loss not measured at this step is null.
-        let number = |v: Option<f32>| {
-            v.filter(|v| v.is_finite())
-                .map_or("null".to_string(), |v| format!("{v:.6}"))
-        };
-        writeln!(
-            self.file,
-            "{{\"step\": {step}, \"train_loss\": {}, \"val_loss\": {}, \"lr\": {lr:e}, \"images_per_s\": {images_per_s:.3}}}",
-            number(Some(train)),
-            number(val)
-        )
-        .map_err(|e| Error::Invalid { op: "train", why: format!("metrics.jsonl: {e}") })?;
-        self.curve.push((step, train, val));
-        Ok(())
-    }
-}
-
 fn run(args: Args) -> Result<()> {
     let gpu = Gpu::shared()?;
     let (mut trainer, data) = match &args.resume {
@@ -486,7 +438,7 @@ fn run(args: Args) -> Result<()> {
             c.batch
         )));
     }
-    let mut metrics = Metrics::open(&out)?;
+    let mut metrics = Metrics::open(&out, trainer.step)?;
     let augment = c.augment.settings(c.image_size);
     let per_epoch = (data.train.len() / c.batch).max(1);
     let loader = PairLoader::new(data.train, augment, c.batch, c.seed)?;

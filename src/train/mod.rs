@@ -3,11 +3,13 @@
 
 mod checkpoint;
 mod config;
+mod metrics;
 mod plateau;
 
 pub use crate::plot::plot_loss_curve;
 pub use checkpoint::{load_checkpoint, save_checkpoint, CHECKPOINT_FILE};
 pub use config::TrainConfig;
+pub use metrics::Metrics;
 pub use plateau::Plateau;
 
 use crate::autograd::no_grad;
