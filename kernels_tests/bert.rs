@@ -155,10 +155,13 @@ fn frozen_layers_get_no_gradient_buffers_and_the_rest_match_finite_differences()
             t.grad().is_some()
         );
     }
-    // Finite differences on the GPU in f32 for a few elements of unfrozen parameters: with
-    // h = 1e-2 the truncation error of the central difference is ~h^2 times the third
-    // derivative and f32 rounding of the loss is ~1e-7 * |L| / h, so 2% agreement is a real check
-    // of the gradient's value (a wrong rule is off by O(1)).
+    // Finite differences on the GPU in f32 for a few elements of unfrozen parameters. The
+    // central difference's truncation error is ~h^2 times the third derivative; the f32
+    // rounding of the loss (a few 1e-6 of |L| = 2.5 here, summed over 768 products) divided by
+    // h is the larger part at small h: measured, a gradient of 0.01605 read 0.01717, 0.01640,
+    // 0.01604 and 0.01606 at h = 3e-3, 1e-2, 3e-2 and 1e-1, so h = 3e-2, where both errors are
+    // far below the 2% tolerance. That is still a real check of the gradient's value: a wrong
+    // rule is off by O(1).
     for name in [
         "encoder.layer.2.attention.self.query.weight",
         "encoder.layer.2.output.dense.bias",
@@ -168,7 +171,7 @@ fn frozen_layers_get_no_gradient_buffers_and_the_rest_match_finite_differences()
         let grad = param.grad().unwrap().to_vec().unwrap();
         let values = param.to_vec().unwrap();
         for e in [0, values.len() / 2, values.len() - 1] {
-            let h = 1e-2f32;
+            let h = 3e-2f32;
             let at = |v: f32| {
                 let mut changed = values.clone();
                 changed[e] = v;
