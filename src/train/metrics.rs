@@ -45,9 +45,11 @@ impl Metrics {
             };
             let mut unreadable = 0;
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let row = serde_json::from_str::<serde_json::Value>(line).ok();
-                let Some((row, s)) = row.and_then(|r| Some((r.clone(), r["step"].as_u64()?)))
-                else {
+                let parsed = serde_json::from_str::<serde_json::Value>(line).ok();
+                let Some((row, s)) = parsed.and_then(|r| {
+                    let s = r["step"].as_u64()?;
+                    Some((r, s))
+                }) else {
                     unreadable += 1;
                     continue;
                 };
