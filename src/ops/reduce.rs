@@ -74,17 +74,17 @@ fn reduce_raw(x: &Tensor, axis: usize, op: Op, name: &'static str) -> Result<Ten
     // B x C outputs, took 19 ms at 64 px on llvmpipe as a workgroup per output). A workgroup
     // per output splits long axes.
     let gpu = x.gpu();
-    let (entry, wg, workgroups) =
-        if p.inner.is_multiple_of(4) && (p.inner >= WG || p.axis <= SHORT_AXIS) {
-            // Four outputs per invocation; on CPU adapters in workgroups of one 8-lane subgroup,
-            // so a bias gradient's few hundred invocations still make work for every thread.
-            let wg = if gpu.is_cpu() { 8 } else { WG };
-            ("reduce_columns4", wg, gpu.grid((outputs / 4).div_ceil(wg)))
-        } else if p.inner >= WG || p.axis <= SHORT_AXIS {
-            ("reduce_columns", WG, gpu.grid(outputs.div_ceil(WG)))
-        } else {
-            ("reduce", WG, gpu.grid(outputs))
-        };
+    let per_output = p.inner >= WG || p.axis <= SHORT_AXIS;
+    let (entry, wg, workgroups) = if per_output && p.inner.is_multiple_of(4) {
+        // Four outputs per invocation; on CPU adapters in workgroups of one 8-lane subgroup,
+        // so a bias gradient's few hundred invocations still make work for every thread.
+        let wg = if gpu.is_cpu() { 8 } else { WG };
+        ("reduce_columns4", wg, gpu.grid((outputs / 4).div_ceil(wg)))
+    } else if per_output {
+        ("reduce_columns", WG, gpu.grid(outputs.div_ceil(WG)))
+    } else {
+        ("reduce", WG, gpu.grid(outputs))
+    };
     gpu.dispatch(&Dispatch {
         kernel: Kernel {
             shader: SHADER,
@@ -93,6 +93,8 @@ fn reduce_raw(x: &Tensor, axis: usize, op: Op, name: &'static str) -> Result<Ten
         },
         name,
         params: bytemuck::bytes_of(&p),
+        // x and y, then y standing in for argmax's indices (not read here), then x and y again
+        // as the vec4 arrays of reduce_columns4.
         buffers: &[
             (x.buffer(), Access::Read),
             (y.buffer(), Access::ReadWrite),

@@ -83,10 +83,15 @@ impl Trainer {
         self.params[0].gpu()
     }
 
+    /// A batch's images on the device, [N, 3, size, size].
+    fn images(&self, batch: &PairBatch) -> Result<Tensor> {
+        let s = self.config.image_size;
+        Tensor::from_slice(self.gpu(), &batch.images, &[batch.len(), 3, s, s])
+    }
+
     /// The loss of one batch (`train`: batch statistics, dropout, a graph for backward).
     fn loss(&self, batch: &PairBatch, train: bool) -> Result<Tensor> {
-        let s = self.config.image_size;
-        let images = Tensor::from_slice(self.gpu(), &batch.images, &[batch.texts.len(), 3, s, s])?;
+        let images = self.images(batch)?;
         let texts: Vec<&str> = batch.texts.iter().map(String::as_str).collect();
         let tokens = self.tokenizer.encode(&texts)?;
         let mode = if train {
@@ -131,10 +136,9 @@ impl Trainer {
     ///
     /// [`ResNet::recompute_batch_norm_statistics`]: crate::models::resnet::ResNet::recompute_batch_norm_statistics
     pub fn recompute_batch_norm_statistics(&mut self, batches: &[PairBatch]) -> Result<()> {
-        let s = self.config.image_size;
         let images = batches
             .iter()
-            .map(|b| Tensor::from_slice(self.gpu(), &b.images, &[b.len(), 3, s, s]))
+            .map(|b| self.images(b))
             .collect::<Result<Vec<_>>>()?;
         self.model.image.recompute_batch_norm_statistics(&images)
     }
