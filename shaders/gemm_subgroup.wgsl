@@ -83,9 +83,9 @@ fn gemm_subgroup(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
         // unroll j
         let b_j = load_b(cb_j, k);
         // unroll i j
-        lo_i_j += b_j * lo_a_i;
+        lo_i_j = mac(lo_i_j, b_j, lo_a_i);
         // unroll i j
-        hi_i_j += b_j * hi_a_i;
+        hi_i_j = mac(hi_i_j, b_j, hi_a_i);
     }
     if (k_full < p.k) {
         // The last, partial step: every lane reads its blocks itself, as gemm does.
@@ -96,9 +96,9 @@ fn gemm_subgroup(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
         // unroll j
         let b_j = load_b_tail(cb_j, k_full);
         // unroll i j
-        lo_i_j += b_j * lo_a_i;
+        lo_i_j = mac(lo_i_j, b_j, lo_a_i);
         // unroll i j
-        hi_i_j += b_j * hi_a_i;
+        hi_i_j = mac(hi_i_j, b_j, hi_a_i);
     }
     // unroll j
     let cc_j = c_cols(n0 + 4u * WG * J);
