@@ -107,8 +107,9 @@ fn every_shader_validates_and_translates_to_spirv_msl_hlsl_glsl() {
 
 #[test]
 fn the_gemm_template_is_itself_valid_wgsl() {
-    // As written (1 x 1 block), with the shared GELU snippet it is compiled with.
+    // As written (1 x 1 block), with the shared snippets it is compiled with.
     let template = include_str!("../shaders/gemm.wgsl");
     let erf = include_str!("../shaders/common/erf.wgsl");
-    translate("gemm template", &format!("{template}{erf}"));
+    let mac = include_str!("../shaders/common/mac.wgsl");
+    translate("gemm template", &format!("{template}{erf}{mac}"));
 }

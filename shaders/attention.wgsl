@@ -291,7 +291,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
             // unroll j
             let k_j = transpose(load_k(ko_j, d));
             // unroll i j
-            s_i_j += k_j * q_i;
+            s_i_j = mac(s_i_j, k_j, q_i);
         }
         // unroll j
         let bias_j = key_bias(mrow, k0 + 4u * J);
@@ -342,7 +342,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
             // unroll j
             let v_j = load_v(vo, C * ch + J);
             // unroll i j
-            o_i_j += v_j * p_i;
+            o_i_j = mac(o_i_j, v_j, p_i);
         }
     }
     // unroll i
@@ -409,9 +409,9 @@ fn backward_dq(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
             // unroll j
             let v_j = transpose(load_v(ko_j, d));
             // unroll i j
-            s_i_j += k_j * q_i;
+            s_i_j = mac(s_i_j, k_j, q_i);
             // unroll i j
-            dp_i_j += v_j * go_i;
+            dp_i_j = mac(dp_i_j, v_j, go_i);
         }
         // unroll j
         let bias_j = key_bias(mrow, k0 + 4u * J);
@@ -426,7 +426,7 @@ fn backward_dq(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
             // unroll j
             let k_j = load_k(ko, C * ch + J);
             // unroll i j
-            g_i_j += k_j * ds_i;
+            g_i_j = mac(g_i_j, k_j, ds_i);
         }
         // The next block rewrites `tile`.
         workgroupBarrier();
@@ -480,9 +480,9 @@ fn backward_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
             // unroll j
             let go_j = transpose(load_dout(qo_j, d));
             // unroll i j
-            st_i_j += q_j * k_i;
+            st_i_j = mac(st_i_j, q_j, k_i);
             // unroll i j
-            dpt_i_j += go_j * v_i;
+            dpt_i_j = mac(dpt_i_j, go_j, v_i);
         }
         // unroll i j
         st_i_j = probs_t(st_i_j, bias_i, ls_j);
@@ -503,9 +503,9 @@ fn backward_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
             // unroll j
             let q_j = load_q(qo, C * ch + J);
             // unroll i j
-            gv_i_j += go_j * pt_i;
+            gv_i_j = mac(gv_i_j, go_j, pt_i);
             // unroll i j
-            gk_i_j += q_j * ds_i;
+            gk_i_j = mac(gk_i_j, q_j, ds_i);
         }
         // The next block rewrites `tile` and `tile2`.
         workgroupBarrier();

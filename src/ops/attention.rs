@@ -78,7 +78,7 @@ impl Pass {
 pub fn shader(t: AttentionTiling) -> ShaderSource {
     unrolled(Unroll {
         template: TEMPLATE,
-        suffix: "",
+        suffix: include_str!("../../shaders/common/mac.wgsl"),
         name: format!("attention_{}x{}", t.r, t.c),
         rows: ("R", t.r),
         cols: ("C", t.c),

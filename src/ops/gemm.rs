@@ -17,7 +17,11 @@ const SUBGROUP_TEMPLATE: &str = concat!(
     include_str!("../../shaders/gemm.wgsl"),
     include_str!("../../shaders/gemm_subgroup.wgsl")
 );
-const ERF: &str = include_str!("../../shaders/common/erf.wgsl");
+/// What the unrolled GEMM calls: the epilogue's GELU and the block multiply-accumulate.
+const SUFFIX: &str = concat!(
+    include_str!("../../shaders/common/erf.wgsl"),
+    include_str!("../../shaders/common/mac.wgsl")
+);
 
 /// Activation applied in the GEMM's epilogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,7 +153,7 @@ impl GemmTiling {
 pub fn shader(t: GemmTiling) -> ShaderSource {
     unrolled(Unroll {
         template: TEMPLATE,
-        suffix: ERF,
+        suffix: SUFFIX,
         name: format!("gemm_{}x{}", t.block_r, t.block_c),
         rows: ("BLOCK_R", t.block_r),
         cols: ("BLOCK_C", t.block_c),
@@ -162,7 +166,7 @@ pub fn subgroup_shader(t: GemmTiling) -> Option<ShaderSource> {
     t.block_r.is_multiple_of(2).then(|| {
         unrolled(Unroll {
             template: SUBGROUP_TEMPLATE,
-            suffix: ERF,
+            suffix: SUFFIX,
             name: format!("gemm_subgroup_{}x{}", t.block_r, t.block_c),
             rows: ("BLOCK_R", t.block_r / 2),
             cols: ("BLOCK_C", t.block_c),
