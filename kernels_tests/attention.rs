@@ -1,9 +1,12 @@
 //! Fused multi-head attention: forward against the f64 reference with and without a key mask
 //! (fully padded rows included), backward by finite differences on small shapes and against
-//! the analytic reference on shapes of several blocks, and the shape errors.
+//! the analytic reference on shapes of several blocks, the token-major layout against the same
+//! references, and the shape errors.
 
 use crate::common::*;
-use convirt::ops::attention::{attention, attention_with_tiling, AttentionTiling};
+use convirt::ops::attention::{
+    attention, attention_tokens, attention_with_tiling, AttentionTiling,
+};
 use convirt::{reference, Error, Tensor};
 
 struct Case {
@@ -18,6 +21,9 @@ struct Case {
     mask: Option<Vec<f64>>,
     /// Imposed on every kernel instead of the adapter's choice.
     tiling: Option<AttentionTiling>,
+    /// Run through `attention_tokens` on [B, T, H * Dh]; the data and the references stay
+    /// [B, H, T, Dh] and are permuted on the way in and out.
+    tokens: bool,
 }
 
 impl Case {
@@ -48,6 +54,7 @@ impl Case {
             v: rng.vec(n, -1.0, 1.0),
             mask,
             tiling: None,
+            tokens: false,
         }
     }
 
@@ -57,19 +64,45 @@ impl Case {
 
     fn name(&self) -> String {
         format!(
-            "attention {:?} mask {} tiling {:?}",
+            "attention {:?} mask {} tiling {:?} tokens {}",
             self.shape(),
             self.mask.is_some(),
-            self.tiling
+            self.tiling,
+            self.tokens
         )
+    }
+
+    /// The shape the kernels see.
+    fn io_shape(&self) -> Vec<usize> {
+        match self.tokens {
+            false => self.shape().to_vec(),
+            true => vec![self.b, self.t, self.h * self.dh],
+        }
+    }
+
+    /// [B, H, T, Dh] data in the layout the kernels see.
+    fn in_kernel_layout<T: Copy>(&self, x: &[T]) -> Vec<T> {
+        match self.tokens {
+            false => x.to_vec(),
+            true => permute_middle(x, self.b, self.h, self.t, self.dh),
+        }
+    }
+
+    /// Data in the layout the kernels see, as [B, H, T, Dh].
+    fn in_case_layout<T: Copy>(&self, x: &[T]) -> Vec<T> {
+        match self.tokens {
+            false => x.to_vec(),
+            true => permute_middle(x, self.b, self.t, self.h, self.dh),
+        }
     }
 
     fn run(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> convirt::Result<Tensor> {
         let mask = self.mask_tensor();
         let scale = self.scale as f32;
-        match self.tiling {
-            Some(t) => attention_with_tiling(q, k, v, mask.as_ref(), scale, t),
-            None => attention(q, k, v, mask.as_ref(), scale),
+        match (self.tiling, self.tokens) {
+            (_, true) => attention_tokens(q, k, v, self.h, mask.as_ref(), scale),
+            (Some(t), false) => attention_with_tiling(q, k, v, mask.as_ref(), scale, t),
+            (None, false) => attention(q, k, v, mask.as_ref(), scale),
         }
     }
 
@@ -92,15 +125,15 @@ impl Case {
     }
 
     fn forward(&self) -> Vec<f32> {
-        let s = self.shape();
+        let s = self.io_shape();
         let (q, k, v) = (
-            upload(&self.q, &s),
-            upload(&self.k, &s),
-            upload(&self.v, &s),
+            upload(&self.in_kernel_layout(&self.q), &s),
+            upload(&self.in_kernel_layout(&self.k), &s),
+            upload(&self.in_kernel_layout(&self.v), &s),
         );
         let out = self.run(&q, &k, &v).unwrap();
         assert_eq!(out.shape(), s);
-        out.to_vec().unwrap()
+        self.in_case_layout(&out.to_vec().unwrap())
     }
 
     fn check_forward(&self) {
@@ -111,16 +144,20 @@ impl Case {
 
     /// The GPU gradients for the output gradient `dout` (the loss `sum(dout * O)`).
     fn gradients(&self, dout: &[f64]) -> [Vec<f32>; 3] {
-        let s = self.shape();
+        let s = self.io_shape();
         let g = gpu();
         let params: Vec<Tensor> = [&self.q, &self.k, &self.v]
             .iter()
-            .map(|x| Tensor::param(&g, &to_f32(x), &s).unwrap())
+            .map(|x| Tensor::param(&g, &to_f32(&self.in_kernel_layout(x)), &s).unwrap())
             .collect();
         let out = self.run(&params[0], &params[1], &params[2]).unwrap();
-        let loss = out.mul(&upload(dout, &s)).unwrap().sum_all().unwrap();
+        let loss = out
+            .mul(&upload(&self.in_kernel_layout(dout), &s))
+            .unwrap()
+            .sum_all()
+            .unwrap();
         loss.backward().unwrap();
-        [0, 1, 2].map(|i| params[i].grad().unwrap().to_vec().unwrap())
+        [0, 1, 2].map(|i| self.in_case_layout(&params[i].grad().unwrap().to_vec().unwrap()))
     }
 
     /// Backward against the analytic f64 gradients.
@@ -147,6 +184,20 @@ impl Case {
             assert_close(&format!("{} {name}", self.name()), got, &want, 1e-4);
         }
     }
+}
+
+/// `[n, a, b, d]` -> `[n, b, a, d]`.
+fn permute_middle<T: Copy>(x: &[T], n: usize, a: usize, b: usize, d: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(x.len());
+    for i in 0..n {
+        for j in 0..b {
+            for k in 0..a {
+                let at = ((i * a + k) * b + j) * d;
+                out.extend_from_slice(&x[at..at + d]);
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -245,6 +296,32 @@ fn attention_every_tiling_forward_and_backward() {
         c.check_forward();
         c.check_backward(71);
     }
+}
+
+#[test]
+fn attention_on_token_major_inputs_forward_and_backward() {
+    // [B, T, H * Dh] as the projections give it: the same results as [B, H, T, Dh], with
+    // awkward lengths, a single token, a padded batch element and several blocks of rows.
+    let shapes = [
+        (1, 1, 1, 32, None),
+        (2, 3, 37, 48, Some(&[37, 12][..])),
+        (3, 2, 9, 32, Some(&[9, 0, 4][..])),
+        (2, 12, 70, 64, Some(&[70, 33][..])),
+    ];
+    for (i, (b, h, t, dh, lens)) in shapes.into_iter().enumerate() {
+        let mut c = Case::new(b, h, t, dh, lens, 90 + i as u64);
+        c.tokens = true;
+        c.check_forward();
+        c.check_backward(95 + i as u64);
+    }
+    let g = gpu();
+    let q = Tensor::zeros(&g, &[2, 5, 24]).unwrap();
+    let err = attention_tokens(&q, &q, &q, 5, None, 1.0).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("[batch, tokens, heads * head dim] with 5 heads"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -41,7 +41,11 @@ struct Params {
     // Row blocks per (b, h); workgroups in all (the grid is folded, see Gpu::grid). For rowdot,
     // `blocks` is the number of rows.
     nblk: u32, blocks: u32,
-    scale: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+    scale: f32,
+    // Strides in vec4s of Q, K, V, O and their gradients per batch element, head and row:
+    // [B, H, T, Dh] as heads-major tensors, [B, T, H * Dh] as the projections give them (then
+    // no permutation is needed on either side). L and D are [B, H, T] either way.
+    bs4: u32, hs4: u32, rs4: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -96,10 +100,16 @@ var<workgroup> tile2: array<vec4<f32>, BR * DH4>;
 var<workgroup> part_max: array<vec4<f32>, N * BR4>;
 var<workgroup> part_sum: array<vec4<f32>, N * BR4>;
 
-// vec4 offsets of rows first..first+3 of the (b, h) that starts at row `seq`, clamped to T.
-fn rows4(seq: u32, first: u32) -> vec4<u32> {
+// vec4 offset of row 0 of (b, h) = bh in Q, K, V, O and their gradients.
+fn base4(bh: u32) -> u32 {
+    let b = bh / p.heads;
+    return b * p.bs4 + (bh - b * p.heads) * p.hs4;
+}
+
+// vec4 offsets of rows first..first+3 of the (b, h) whose row 0 is at `at`, clamped to T.
+fn rows4(at: u32, first: u32) -> vec4<u32> {
     let r = min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.t - 1u));
-    return (vec4<u32>(seq) + r) * DH4;
+    return vec4<u32>(at) + r * p.rs4;
 }
 
 // Columns: the four rows at offsets `o`, elements 4d..4d+3.
@@ -219,29 +229,30 @@ fn load_tile2(row: u32, c: u32) -> mat4x4<f32> {
     return mat4x4<f32>(tile2[i], tile2[i + DH4], tile2[i + 2u * DH4], tile2[i + 3u * DH4]);
 }
 
-// Rows row..row+3 (those before T) of an output, vec4 column `c`, row r scaled by a[r].
-fn store_o(seq: u32, row: u32, c: u32, s: mat4x4<f32>, a: vec4<f32>) {
-    let i = (seq + row) * DH4 + c;
+// Rows row..row+3 (those before T) of an output of the (b, h) at `at`, vec4 column `c`, row
+// r scaled by a[r].
+fn store_o(at: u32, row: u32, c: u32, s: mat4x4<f32>, a: vec4<f32>) {
+    let i = at + row * p.rs4 + c;
     if (row < p.t) { o4[i] = s[0] * a.x; }
-    if (row + 1u < p.t) { o4[i + DH4] = s[1] * a.y; }
-    if (row + 2u < p.t) { o4[i + 2u * DH4] = s[2] * a.z; }
-    if (row + 3u < p.t) { o4[i + 3u * DH4] = s[3] * a.w; }
+    if (row + 1u < p.t) { o4[i + p.rs4] = s[1] * a.y; }
+    if (row + 2u < p.t) { o4[i + 2u * p.rs4] = s[2] * a.z; }
+    if (row + 3u < p.t) { o4[i + 3u * p.rs4] = s[3] * a.w; }
 }
 
-fn store_g1(seq: u32, row: u32, c: u32, s: mat4x4<f32>, a: f32) {
-    let i = (seq + row) * DH4 + c;
+fn store_g1(at: u32, row: u32, c: u32, s: mat4x4<f32>, a: f32) {
+    let i = at + row * p.rs4 + c;
     if (row < p.t) { g1[i] = s[0] * a; }
-    if (row + 1u < p.t) { g1[i + DH4] = s[1] * a; }
-    if (row + 2u < p.t) { g1[i + 2u * DH4] = s[2] * a; }
-    if (row + 3u < p.t) { g1[i + 3u * DH4] = s[3] * a; }
+    if (row + 1u < p.t) { g1[i + p.rs4] = s[1] * a; }
+    if (row + 2u < p.t) { g1[i + 2u * p.rs4] = s[2] * a; }
+    if (row + 3u < p.t) { g1[i + 3u * p.rs4] = s[3] * a; }
 }
 
-fn store_g2(seq: u32, row: u32, c: u32, s: mat4x4<f32>) {
-    let i = (seq + row) * DH4 + c;
+fn store_g2(at: u32, row: u32, c: u32, s: mat4x4<f32>) {
+    let i = at + row * p.rs4 + c;
     if (row < p.t) { g2[i] = s[0]; }
-    if (row + 1u < p.t) { g2[i + DH4] = s[1]; }
-    if (row + 2u < p.t) { g2[i + 2u * DH4] = s[2]; }
-    if (row + 3u < p.t) { g2[i + 3u * DH4] = s[3]; }
+    if (row + 1u < p.t) { g2[i + p.rs4] = s[1]; }
+    if (row + 2u < p.t) { g2[i + 2u * p.rs4] = s[2]; }
+    if (row + 3u < p.t) { g2[i + 3u * p.rs4] = s[3]; }
 }
 
 fn store_lse(seq: u32, row: u32, l: vec4<f32>) {
@@ -270,9 +281,10 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     let ch = lid - grp * N;
     let lrow = 4u * R * grp;
     let seq = bh * p.t;
+    let at = base4(bh);
     let mrow = (bh / p.heads) * p.t;
     // unroll i
-    let qo_i = rows4(seq, row0 + lrow + 4u * I);
+    let qo_i = rows4(at, row0 + lrow + 4u * I);
     // unroll i j
     var o_i_j = mat4x4<f32>();
     // unroll i
@@ -282,7 +294,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     for (var kb = 0u; kb < p.t; kb += DH) {
         let k0 = kb + 4u * C * ch;
         // unroll j
-        let ko_j = rows4(seq, k0 + 4u * J);
+        let ko_j = rows4(at, k0 + 4u * J);
         // unroll i j
         var s_i_j = mat4x4<f32>();
         for (var d = 0u; d < DH4; d++) {
@@ -336,7 +348,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
         // Key groups past T hold no probability: skip them.
         let groups = (min(DH, p.t - kb) + 3u) / 4u;
         for (var kg = 0u; kg < groups; kg++) {
-            let vo = rows4(seq, kb + 4u * kg);
+            let vo = rows4(at, kb + 4u * kg);
             // unroll i
             let p_i = load_tile(lrow + 4u * I, kg);
             // unroll j
@@ -350,7 +362,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     // unroll i
     let inv_i = select(vec4<f32>(0.0), 1.0 / l_i, real_i);
     // unroll i j
-    store_o(seq, row0 + lrow + 4u * I, C * ch + J, o_i_j, inv_i);
+    store_o(at, row0 + lrow + 4u * I, C * ch + J, o_i_j, inv_i);
     if (ch == 0u) {
         // unroll i
         store_lse(seq, row0 + lrow + 4u * I, select(vec4<f32>(LSE_EMPTY), m_i + log(l_i), real_i));
@@ -362,9 +374,11 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
 fn rowdot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.x + gid.y * nwg.x * 64u;
     if (row >= p.blocks) { return; }
+    let bh = row / p.t;
+    let o = base4(bh) + (row - bh * p.t) * p.rs4;
     var acc = vec4<f32>(0.0);
     for (var d = 0u; d < DH4; d++) {
-        acc += dout4[row * DH4 + d] * o4[row * DH4 + d];
+        acc += dout4[o + d] * o4[o + d];
     }
     dd[row] = dot(acc, vec4<f32>(1.0));
 }
@@ -382,9 +396,10 @@ fn backward_dq(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     let ch = lid - grp * N;
     let lrow = 4u * R * grp;
     let seq = bh * p.t;
+    let at = base4(bh);
     let mrow = (bh / p.heads) * p.t;
     // unroll i
-    let qo_i = rows4(seq, row0 + lrow + 4u * I);
+    let qo_i = rows4(at, row0 + lrow + 4u * I);
     // unroll i
     let ls_i = load_lse(seq, row0 + lrow + 4u * I, false);
     // unroll i
@@ -394,7 +409,7 @@ fn backward_dq(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     for (var kb = 0u; kb < p.t; kb += DH) {
         let k0 = kb + 4u * C * ch;
         // unroll j
-        let ko_j = rows4(seq, k0 + 4u * J);
+        let ko_j = rows4(at, k0 + 4u * J);
         // unroll i j
         var s_i_j = mat4x4<f32>();
         // unroll i j
@@ -420,7 +435,7 @@ fn backward_dq(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         workgroupBarrier();
         let groups = (min(DH, p.t - kb) + 3u) / 4u;
         for (var kg = 0u; kg < groups; kg++) {
-            let ko = rows4(seq, kb + 4u * kg);
+            let ko = rows4(at, kb + 4u * kg);
             // unroll i
             let ds_i = load_tile(lrow + 4u * I, kg);
             // unroll j
@@ -432,7 +447,7 @@ fn backward_dq(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         workgroupBarrier();
     }
     // unroll i j
-    store_g1(seq, row0 + lrow + 4u * I, C * ch + J, g_i_j, p.scale);
+    store_g1(at, row0 + lrow + 4u * I, C * ch + J, g_i_j, p.scale);
 }
 
 // dK and dV: one workgroup per (b, h, block of BR key rows), queries in blocks of Dh: (1) S^T
@@ -449,9 +464,10 @@ fn backward_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     let ch = lid - grp * N;
     let lrow = 4u * R * grp;
     let seq = bh * p.t;
+    let at = base4(bh);
     let mrow = (bh / p.heads) * p.t;
     // unroll i
-    let ko_i = rows4(seq, row0 + lrow + 4u * I);
+    let ko_i = rows4(at, row0 + lrow + 4u * I);
     // unroll i
     let bias_i = key_bias(mrow, row0 + lrow + 4u * I);
     // unroll i j
@@ -461,7 +477,7 @@ fn backward_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     for (var qb = 0u; qb < p.t; qb += DH) {
         let q0 = qb + 4u * C * ch;
         // unroll j
-        let qo_j = rows4(seq, q0 + 4u * J);
+        let qo_j = rows4(at, q0 + 4u * J);
         // unroll j
         let ls_j = load_lse(seq, q0 + 4u * J, true);
         // unroll j
@@ -493,7 +509,7 @@ fn backward_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         workgroupBarrier();
         let groups = (min(DH, p.t - qb) + 3u) / 4u;
         for (var qg = 0u; qg < groups; qg++) {
-            let qo = rows4(seq, qb + 4u * qg);
+            let qo = rows4(at, qb + 4u * qg);
             // unroll i
             let pt_i = load_tile(lrow + 4u * I, qg);
             // unroll i
@@ -511,7 +527,7 @@ fn backward_dkdv(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         workgroupBarrier();
     }
     // unroll i j
-    store_g1(seq, row0 + lrow + 4u * I, C * ch + J, gk_i_j, p.scale);
+    store_g1(at, row0 + lrow + 4u * I, C * ch + J, gk_i_j, p.scale);
     // unroll i j
-    store_g2(seq, row0 + lrow + 4u * I, C * ch + J, gv_i_j);
+    store_g2(at, row0 + lrow + 4u * I, C * ch + J, gv_i_j);
 }

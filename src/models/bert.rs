@@ -8,7 +8,7 @@ pub use crate::data::text::TokenBatch;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{join, Embedding, LayerNorm, Linear, Named, WeightSource};
-use crate::ops::attention::attention;
+use crate::ops::attention::attention_tokens;
 use crate::ops::embedding::embedding;
 use crate::ops::Activation;
 use crate::tensor::Tensor;
@@ -289,12 +289,11 @@ impl BertModel {
         let mut states = vec![self.embed(tokens, mode)?];
         for (i, layer) in self.layers.iter().enumerate() {
             let x = states.last().expect("embeddings first");
-            let split = |y: Tensor| y.reshape(&[b, t, heads, dh])?.permute(&[0, 2, 1, 3]);
-            let q = split(layer.query.forward(x)?)?;
-            let k = split(layer.key.forward(x)?)?;
-            let v = split(layer.value.forward(x)?)?;
-            let ctx = attention(&q, &k, &v, Some(&mask), 1.0 / (dh as f32).sqrt())?;
-            let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
+            let q = layer.query.forward(x)?;
+            let k = layer.key.forward(x)?;
+            let v = layer.value.forward(x)?;
+            let scale = 1.0 / (dh as f32).sqrt();
+            let ctx = attention_tokens(&q, &k, &v, heads, Some(&mask), scale)?;
             let salt = 2 * i as u64 + 1;
             let attended = self.dropout(&layer.attention_output.forward(&ctx)?, mode, salt)?;
             let h = layer.attention_norm.forward(&attended.add(x)?)?;

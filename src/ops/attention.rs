@@ -93,7 +93,18 @@ struct Params {
     nblk: u32,
     blocks: u32,
     scale: f32,
-    _pad: [u32; 3],
+    bs4: u32,
+    hs4: u32,
+    rs4: u32,
+}
+
+/// How Q, K, V, the output and their gradients lie in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `[B, H, T, Dh]`.
+    Heads,
+    /// `[B, T, H * Dh]`: the projections' output as it is, so neither side permutes.
+    Tokens { heads: usize },
 }
 
 /// The problem after shape checks, and what the backward needs to relaunch it.
@@ -104,6 +115,7 @@ struct Dims {
     t: usize,
     dh: usize,
     scale: f32,
+    layout: Layout,
     /// A tiling imposed on every pass instead of the adapter's choice (tests).
     forced: Option<AttentionTiling>,
 }
@@ -178,45 +190,71 @@ fn plan(gpu: &Gpu, d: &Dims, pass: Pass) -> Result<Launch> {
 }
 
 fn params(d: &Dims, nblk: u32, blocks: u32) -> Params {
+    // check() bounded every tensor's length by u32, so these strides fit.
+    let (h, t, dh4) = (d.h as u32, d.t as u32, d.dh as u32 / 4);
+    let (hs4, rs4) = match d.layout {
+        Layout::Heads => (t * dh4, dh4),
+        Layout::Tokens { .. } => (dh4, h * dh4),
+    };
     Params {
-        t: d.t as u32,
-        heads: d.h as u32,
+        t,
+        heads: h,
         nblk,
         blocks,
         scale: d.scale,
-        _pad: [0; 3],
+        bs4: h * t * dh4,
+        hs4,
+        rs4,
     }
 }
 
+/// Shape checks; `(B, H, T, Dh)`.
 fn check(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: Option<&Tensor>,
+    layout: Layout,
 ) -> Result<(usize, usize, usize, usize)> {
     let op = "attention";
     for t in [q, k, v].into_iter().chain(mask) {
         t.expect_dtype(op, DType::F32)?;
     }
-    if q.rank() != 4 {
-        return Err(Error::Shape {
-            op,
-            lhs: q.shape().to_vec(),
-            rhs: k.shape().to_vec(),
-            why: "q, k and v must be [batch, heads, tokens, head dim]".into(),
-        });
-    }
+    let expected = match layout {
+        Layout::Heads => "[batch, heads, tokens, head dim]",
+        Layout::Tokens { .. } => "[batch, tokens, heads * head dim]",
+    };
+    let shape_error = |other: &Tensor, why: String| Error::Shape {
+        op,
+        lhs: q.shape().to_vec(),
+        rhs: other.shape().to_vec(),
+        why,
+    };
+    let dims = match (layout, q.shape()) {
+        (Layout::Heads, &[b, h, t, dh]) => Some((b, h, t, dh)),
+        (Layout::Tokens { heads }, &[b, t, d]) if heads > 0 && d % heads == 0 => {
+            Some((b, heads, t, d / heads))
+        }
+        _ => None,
+    };
+    let Some((b, h, t, dh)) = dims else {
+        let heads = match layout {
+            Layout::Heads => String::new(),
+            Layout::Tokens { heads } => format!(" with {heads} heads"),
+        };
+        return Err(shape_error(
+            k,
+            format!("q, k and v must be {expected}{heads}"),
+        ));
+    };
     for (name, other) in [("k", k), ("v", v)] {
         if other.shape() != q.shape() {
-            return Err(Error::Shape {
-                op,
-                lhs: q.shape().to_vec(),
-                rhs: other.shape().to_vec(),
-                why: format!("{name} must have q's shape [batch, heads, tokens, head dim]"),
-            });
+            return Err(shape_error(
+                other,
+                format!("{name} must have q's shape {expected}"),
+            ));
         }
     }
-    let [b, h, t, dh] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
     if let Some(m) = mask {
         if m.shape() != [b, t] {
             return Err(Error::Shape {
@@ -277,7 +315,30 @@ pub fn attention(
     key_mask: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
-    attention_impl(q, k, v, key_mask, scale, None)
+    attention_impl(q, k, v, key_mask, scale, None, Layout::Heads)
+}
+
+/// [`attention`] on `q`, `k`, `v` as the projections give them, `[B, T, H * Dh]` with
+/// `heads` = H, and the output the same: what a transformer layer wants, with no permutation
+/// of Q, K, V or the output forward, nor of their gradients backward.
+///
+/// ```no_run
+/// # use convirt::{Gpu, Tensor};
+/// # let gpu = Gpu::shared()?;
+/// let q = Tensor::zeros(&gpu, &[2, 128, 768])?;
+/// let ctx = convirt::ops::attention::attention_tokens(&q, &q, &q, 12, None, 0.125)?;
+/// assert_eq!(ctx.shape(), [2, 128, 768]);
+/// # Ok::<(), convirt::Error>(())
+/// ```
+pub fn attention_tokens(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    key_mask: Option<&Tensor>,
+    scale: f32,
+) -> Result<Tensor> {
+    attention_impl(q, k, v, key_mask, scale, None, Layout::Tokens { heads })
 }
 
 /// [`attention`] with `tiling` for every kernel instead of the adapter's choice, so the tests
@@ -291,7 +352,7 @@ pub fn attention_with_tiling(
     scale: f32,
     tiling: AttentionTiling,
 ) -> Result<Tensor> {
-    attention_impl(q, k, v, key_mask, scale, Some(tiling))
+    attention_impl(q, k, v, key_mask, scale, Some(tiling), Layout::Heads)
 }
 
 fn attention_impl(
@@ -301,8 +362,9 @@ fn attention_impl(
     key_mask: Option<&Tensor>,
     scale: f32,
     forced: Option<AttentionTiling>,
+    layout: Layout,
 ) -> Result<Tensor> {
-    let (b, h, t, dh) = check(q, k, v, key_mask)?;
+    let (b, h, t, dh) = check(q, k, v, key_mask, layout)?;
     if let Some(AttentionTiling { r, c }) = forced {
         if !AttentionTiling::ALL.contains(&AttentionTiling { r, c })
             || !dh.is_multiple_of(4 * c as usize)
@@ -320,6 +382,7 @@ fn attention_impl(
         t,
         dh,
         scale,
+        layout,
         forced,
     };
     let out = Tensor::uninit(gpu, q.shape(), DType::F32, "attention")?;
