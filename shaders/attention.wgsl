@@ -21,7 +21,8 @@
 // host for every row block i < R and/or column block j < C, names ending in _i_j, _i or _j and
 // the constants I, J renamed, as in gemm.wgsl), every load is a vec4, and the host picks large
 // R x C on software adapters (more flops per load) and small ones on GPUs (fewer registers).
-// As written, this file is the R = C = 1 kernel.
+// As written, this file is the R = C = 1 kernel; mac() comes from common/mac.wgsl, appended by
+// the host.
 //
 // Layout of the blocks: a score block's column r is row r of its four rows, its components four
 // columns (keys, or queries in backward_dkdv); an accumulator block's column r is row r, its
