@@ -4,7 +4,8 @@
 // acc + b a, one multiply-add at a time into the accumulator. Where a GPU fuses them this is
 // one FMA per term; llvmpipe (Mesa 22.3) splits fma() into a multiply and an add, but the
 // order still pays there: `acc += b * a` built the whole 4x4 product in temporaries first, and
-// the big tiling ran at 55 GFLOP/s against 65 for this form (BERT shapes, lavapipe).
+// the big tiling ran at about 60 GFLOP/s against 64 for this form (BERT shapes, lavapipe,
+// alternating runs).
 fn mac(acc: mat4x4<f32>, b: mat4x4<f32>, a: mat4x4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(
         fma(b[3], vec4<f32>(a[0].w), fma(b[2], vec4<f32>(a[0].z), fma(b[1], vec4<f32>(a[0].y), fma(b[0], vec4<f32>(a[0].x), acc[0])))),
