@@ -81,19 +81,21 @@ impl Case {
     }
 
     /// [B, H, T, Dh] data in the layout the kernels see.
-    fn in_kernel_layout<T: Copy>(&self, x: &[T]) -> Vec<T> {
+    fn in_kernel_layout(&self, x: &[f64]) -> Vec<f64> {
         match self.tokens {
             false => x.to_vec(),
-            true => permute_middle(x, self.b, self.h, self.t, self.dh),
+            true => reference::permute(x, &self.shape(), &[0, 2, 1, 3]),
         }
     }
 
-    /// Data in the layout the kernels see, as [B, H, T, Dh].
-    fn in_case_layout<T: Copy>(&self, x: &[T]) -> Vec<T> {
-        match self.tokens {
-            false => x.to_vec(),
-            true => permute_middle(x, self.b, self.t, self.h, self.dh),
+    /// The kernels' output in their layout, as [B, H, T, Dh].
+    fn in_case_layout(&self, x: &[f32]) -> Vec<f32> {
+        if !self.tokens {
+            return x.to_vec();
         }
+        let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let tokens = [self.b, self.t, self.h, self.dh];
+        to_f32(&reference::permute(&x, &tokens, &[0, 2, 1, 3]))
     }
 
     fn run(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> convirt::Result<Tensor> {
@@ -184,20 +186,6 @@ impl Case {
             assert_close(&format!("{} {name}", self.name()), got, &want, 1e-4);
         }
     }
-}
-
-/// `[n, a, b, d]` -> `[n, b, a, d]`.
-fn permute_middle<T: Copy>(x: &[T], n: usize, a: usize, b: usize, d: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(x.len());
-    for i in 0..n {
-        for j in 0..b {
-            for k in 0..a {
-                let at = ((i * a + k) * b + j) * d;
-                out.extend_from_slice(&x[at..at + d]);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! (batch statistics; the running statistics updated in place) and evaluation (running
 //! statistics, optionally fused with the ReLU that follows it in ResNet), with backward.
 
-use super::u32_len;
+use super::{one_subgroup_on_cpu, u32_len};
 use crate::autograd::{grad_enabled, record};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource};
@@ -116,18 +116,13 @@ fn launch(
     })
 }
 
-/// Invocations of a per-channel reduction's workgroup. On CPU adapters one 8-lane subgroup:
-/// llvmpipe runs a workgroup's subgroups as fibres on one core, switching them all at every
-/// barrier, and a channel's workgroup has work enough for a core either way (ResNet-50 at
-/// batch 8: statistics 110 -> 65 ms, the backward's sums 135 -> 116 ms, against the rule
-/// below). Elsewhere about an eighth of its M / SPAN accesses (a power of two, 32 to 256), so
+/// Invocations of a per-channel reduction's workgroup. On CPU adapters one subgroup (see
+/// `one_subgroup_on_cpu`; a channel's workgroup has work enough for a core either way):
+/// ResNet-50 at batch 8, statistics 110 -> 65 ms, the backward's sums 135 -> 116 ms, against
+/// the rule for GPUs: about an eighth of its M / SPAN accesses (a power of two, 32 to 256), so
 /// a channel of few elements (ResNet's 7 x 7 maps: M = 49 N) gets a small workgroup.
 fn reduction_wg(gpu: &Gpu, p: &Params) -> u32 {
-    if gpu.is_cpu() {
-        8
-    } else {
-        (p.m / span(p) / 8).next_power_of_two().clamp(32, WG)
-    }
+    one_subgroup_on_cpu(gpu, (p.m / span(p) / 8).next_power_of_two().clamp(32, WG))
 }
 
 /// Elements per access of the maps and reductions (the shader's `SPAN`): 4 consecutive ones

@@ -1,7 +1,7 @@
 //! Layer normalisation over the last axis (`shaders/layernorm.wgsl`), PyTorch's `LayerNorm`,
 //! as BERT uses it after every attention and feed-forward block, with backward.
 
-use super::u32_len;
+use super::{one_subgroup_on_cpu, u32_len};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, Kernel, ShaderSource};
@@ -81,15 +81,14 @@ fn span(p: &Params) -> u32 {
     }
 }
 
-/// Invocations per workgroup. The row kernels take one 8-lane subgroup per row on CPU
-/// adapters: llvmpipe runs a workgroup's subgroups as fibres and every barrier of the row's
-/// sums switches them all (BERT's layer norms at [1024, 768]: 89 -> 57 ms forward, 46 -> 31 ms
-/// backward, against 64 invocations).
+/// Invocations per workgroup. The row kernels take one subgroup per row on CPU adapters (see
+/// `one_subgroup_on_cpu`; every barrier of a row's sums switches the fibres): BERT's layer
+/// norms at [1024, 768], 89 -> 57 ms forward and 46 -> 31 ms backward against 64 invocations.
 fn wg(gpu: &Gpu, entry: &str) -> u32 {
-    if gpu.is_cpu() && entry != "param_grads" {
-        8
-    } else {
+    if entry == "param_grads" {
         WG
+    } else {
+        one_subgroup_on_cpu(gpu, WG)
     }
 }
 

@@ -57,6 +57,18 @@ pub(crate) fn subgroup_forms(gpu: &crate::gpu::Gpu) -> bool {
     gpu.is_cpu() && gpu.subgroup_size() == Some(8)
 }
 
+/// Invocations per workgroup of a kernel that works one row, channel or group of columns per
+/// workgroup: one 8-lane subgroup on CPU adapters, `elsewhere` on GPUs. llvmpipe runs a
+/// workgroup's subgroups as fibres on one core and switches all of them at every barrier, and
+/// small workgroups leave work for every thread (each call site says what it measured).
+pub(crate) fn one_subgroup_on_cpu(gpu: &crate::gpu::Gpu, elsewhere: u32) -> u32 {
+    if gpu.is_cpu() {
+        8
+    } else {
+        elsewhere
+    }
+}
+
 /// The shaders compiled only where the adapter has subgroups (they use subgroup operations;
 /// every one has a portable counterpart in [`all_shaders`]).
 pub fn subgroup_shaders() -> Vec<ShaderSource> {

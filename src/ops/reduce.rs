@@ -1,7 +1,7 @@
 //! Reductions along one axis (`shaders/reduce.wgsl`): sum, mean, max, argmax, and the spread
 //! and pick kernels of their backward rules.
 
-use super::{check_axis, u32_len};
+use super::{check_axis, one_subgroup_on_cpu, u32_len};
 use crate::autograd::{grad_enabled, record};
 use crate::error::Result;
 use crate::gpu::{Access, Dispatch, Kernel, ShaderSource};
@@ -76,9 +76,9 @@ fn reduce_raw(x: &Tensor, axis: usize, op: Op, name: &'static str) -> Result<Ten
     let gpu = x.gpu();
     let per_output = p.inner >= WG || p.axis <= SHORT_AXIS;
     let (entry, wg, workgroups) = if per_output && p.inner.is_multiple_of(4) {
-        // Four outputs per invocation; on CPU adapters in workgroups of one 8-lane subgroup,
-        // so a bias gradient's few hundred invocations still make work for every thread.
-        let wg = if gpu.is_cpu() { 8 } else { WG };
+        // Four outputs per invocation, in workgroups of one subgroup on CPU adapters, so a
+        // bias gradient's few hundred invocations still make work for every thread.
+        let wg = one_subgroup_on_cpu(gpu, WG);
         ("reduce_columns4", wg, gpu.grid((outputs / 4).div_ceil(wg)))
     } else if per_output {
         ("reduce_columns", WG, gpu.grid(outputs.div_ceil(WG)))
