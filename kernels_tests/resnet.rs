@@ -288,24 +288,15 @@ fn recomputed_batch_norm_statistics_are_the_mean_over_batches() {
         .collect();
     // Per channel of conv1's output [n, 64, 10, 10]: mean and unbiased variance.
     let stats = |x: &[f64]| {
-        let (y, _) = reference::conv2d(x, [n, 3, s, s], &w, [64, 3, 7, 7], None, 2, 3);
-        let per = y.len() / (n * 64);
-        (0..64)
-            .map(|c| {
-                let v: Vec<f64> = (0..n)
-                    .flat_map(|i| y[(i * 64 + c) * per..(i * 64 + c + 1) * per].to_vec())
-                    .collect();
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
-                (mean, var)
-            })
-            .collect::<Vec<_>>()
+        let (y, shape) = reference::conv2d(x, [n, 3, s, s], &w, [64, 3, 7, 7], None, 2, 3);
+        let (_, mean, var) = reference::batch_norm_train(&y, &shape, &[1.0; 64], &[0.0; 64], 1e-5);
+        (mean, var)
     };
     let (s0, s1) = (stats(&images[0]), stats(&images[1]));
     let batches: Vec<Tensor> = images.iter().map(|x| upload(x, &[n, 3, s, s])).collect();
     net.recompute_batch_norm_statistics(&batches).unwrap();
-    let want_mean: Vec<f64> = (0..64).map(|c| (s0[c].0 + s1[c].0) / 2.0).collect();
-    let want_var: Vec<f64> = (0..64).map(|c| (s0[c].1 + s1[c].1) / 2.0).collect();
+    let want_mean: Vec<f64> = (0..64).map(|c| (s0.0[c] + s1.0[c]) / 2.0).collect();
+    let want_var: Vec<f64> = (0..64).map(|c| (s0.1[c] + s1.1[c]) / 2.0).collect();
     let mean = tensor(&net, "bn1.running_mean");
     assert_close("bn1 running mean", &mean, &want_mean, 1e-5);
     assert_close(
@@ -327,7 +318,7 @@ fn recomputed_batch_norm_statistics_are_the_mean_over_batches() {
     // ...and training mode blends with torch's momentum 0.1 again afterwards.
     no_grad(|| net.features(&batches[0], true)).unwrap();
     let blended: Vec<f64> = (0..64)
-        .map(|c| 0.9 * f64::from(mean[c]) + 0.1 * s0[c].0)
+        .map(|c| 0.9 * f64::from(mean[c]) + 0.1 * s0.0[c])
         .collect();
     assert_close(
         "bn1 running mean after a training step",
